@@ -1,0 +1,1 @@
+"""HTTP entrypoints: parse and authorise, then call a domain service."""

@@ -1,0 +1,46 @@
+"""Dependencies shared by the routers: the services, the unit of work, the caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from stockroom.bootstrap import Services
+from stockroom.domain import users
+from stockroom.domain.errors import Unauthenticated
+from stockroom.domain.models import User
+from stockroom.domain.ports import UnitOfWork
+
+_bearer = HTTPBearer(auto_error=False, description="An API token: `Bearer sr_...`")
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_uow(services: ServicesDep) -> UnitOfWork:
+    return services.uow()
+
+
+UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+
+
+async def get_current_user(
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthenticated("send an API token as `Authorization: Bearer <token>`")
+    user = await users.authenticate(services.uow(), credentials.credentials)
+    request.scope.setdefault("state", {})["user_id"] = user.id
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -1,0 +1,138 @@
+"""The one place where errors become HTTP: problem+json (RFC 9457) for every failure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from stockroom.domain.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StockroomError,
+    Unauthenticated,
+    Unavailable,
+)
+
+PROBLEM_JSON = "application/problem+json"
+_STATUS_BY_BRANCH: tuple[tuple[type[StockroomError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (InvalidInput, 422),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (Unavailable, 503),
+)
+_RETRY_AFTER_SECONDS = "5"
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    type_: str = "about:blank",
+    errors: Sequence[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if errors is not None:
+        body["errors"] = list(errors)
+    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def status_for(exc: StockroomError) -> int:
+    for branch, status in _STATUS_BY_BRANCH:
+        if isinstance(exc, branch):
+            return status
+    return 500
+
+
+async def _stockroom_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StockroomError)
+    status = status_for(exc)
+    headers: dict[str, str] = {}
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="stockroom"'
+    if isinstance(exc, Unavailable):
+        headers["Retry-After"] = _RETRY_AFTER_SECONDS
+    errors = [_field_error(e) for e in exc.errors] if isinstance(exc, InvalidInput) else None
+    return problem(
+        status,
+        exc.title,
+        exc.detail,
+        type_=f"https://stockroom.dev/problems/{exc.code}",
+        errors=errors,
+        headers=headers,
+    )
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = list(exc.errors())
+    if any(p.get("type") == "json_invalid" for p in problems):
+        return problem(400, "Malformed body", "The body is not valid JSON.")
+    errors = [{"field": _field_name(p.get("loc", ())), "message": _message(p)} for p in problems]
+    return problem(
+        422,
+        "Invalid input",
+        f"{len(errors)} field(s) are invalid.",
+        type_="https://stockroom.dev/problems/invalid_input",
+        errors=errors,
+    )
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    return problem(exc.status_code, _reason(exc.status_code), str(exc.detail), headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StockroomError, _stockroom_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+def _field_error(error: FieldError) -> dict[str, Any]:
+    return {"field": error.field, "message": error.message}
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    """("body", "product_images", 2) -> "product_images[2]"; ("query", "limit") -> "limit"."""
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
+    name = ""
+    for part in parts:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += f".{part}" if name else str(part)
+    return name or (str(loc[0]) if loc else "body")
+
+
+def _message(problem_: Any) -> str:
+    kind = problem_.get("type", "")
+    if kind == "extra_forbidden":
+        return "is not a known field"
+    if kind == "missing":
+        return "is required"
+    message = str(problem_.get("msg", "is invalid"))
+    return message.removeprefix("Value error, ")
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

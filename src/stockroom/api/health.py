@@ -1,0 +1,46 @@
+"""Liveness, readiness and metrics: the endpoints that need no token."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stockroom.api.deps import ServicesDep
+from stockroom.api.errors import problem
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses={503: {"description": "a dependency is down"}})
+async def ready(services: ServicesDep) -> Response:
+    names = list(services.readiness)
+    results = await asyncio.gather(
+        *(services.readiness[name]() for name in names), return_exceptions=True
+    )
+    checks = {
+        name: "ok" if result is None else "failed"
+        for name, result in zip(names, results, strict=True)
+    }
+    failed = [name for name, state in checks.items() if state != "ok"]
+    if failed:
+        return problem(
+            503,
+            "Service Unavailable",
+            f"not ready: {', '.join(failed)} did not answer",
+            headers={"Retry-After": "5"},
+        )
+    body = orjson.dumps({"status": "ready", "checks": checks})
+    return Response(body, media_type="application/json")
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,137 @@
+"""/products: create, read, list, update and delete a caller's products."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Response, status
+
+from stockroom.api.deps import CurrentUser, ServicesDep, UowDep
+from stockroom.api.fields import Text
+from stockroom.api.schemas import (
+    ProductCreate,
+    ProductPage,
+    ProductPublic,
+    ProductUpdate,
+    product_json,
+    product_page_json,
+)
+from stockroom.domain import products
+from stockroom.domain.pagination import decode_cursor, encode_cursor
+from stockroom.domain.queries import NewProduct, ProductQuery, ProductSort
+
+router = APIRouter(prefix="/products", tags=["products"])
+JSON = "application/json"
+ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+IdempotencyKeyHeader = Annotated[
+    Text | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+]
+PriceFilter = Annotated[Decimal | None, Query(ge=0, le=Decimal("99999999.99"))]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ProductPublic,
+    responses={409: {"description": "sku taken, or Idempotency-Key reused"}},
+)
+async def create_product(
+    body: ProductCreate,
+    user: CurrentUser,
+    uow: UowDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    draft = NewProduct(
+        product_name=body.product_name,
+        product_price=body.product_price,
+        product_description=body.product_description,
+        product_images=tuple(body.product_images),
+        sku=body.sku,
+        user_id=body.user_id,
+    )
+    key = (
+        products.IdempotencyKey(idempotency_key, products.fingerprint(draft))
+        if idempotency_key
+        else None
+    )
+    created = await products.create_product(uow, user, draft, key)
+    headers = {"Location": f"/products/{created.product.id}"}
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(product_json(created.product), 201, headers=headers, media_type=JSON)
+
+
+@router.get("/{product_id}", response_model=ProductPublic, responses={304: {}, 404: {}})
+async def get_product(
+    product_id: ProductId,
+    user: CurrentUser,
+    uow: UowDep,
+    if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+) -> Response:
+    body = product_json(await products.get_product(uow, user, product_id))
+    etag = _etag(body)
+    headers = {"ETag": etag, "X-Cache": "MISS", "Cache-Control": "private, no-cache"}
+    if if_none_match and _matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, headers=headers, media_type=JSON)
+
+
+@router.get("", response_model=ProductPage)
+async def list_products(
+    user: CurrentUser,
+    uow: UowDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Text | None, Query(max_length=1024)] = None,
+    sort: ProductSort = ProductSort.NEWEST,
+    min_price: PriceFilter = None,
+    max_price: PriceFilter = None,
+    name: Annotated[Text | None, Query(min_length=1, max_length=255)] = None,
+    sku: Annotated[Text | None, Query(min_length=1, max_length=64)] = None,
+    user_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+) -> Response:
+    query = ProductQuery(
+        owner_id=user.id,
+        sort=sort,
+        limit=limit,
+        min_price=min_price,
+        max_price=max_price,
+        name=name,
+        sku=sku,
+        after=decode_cursor(cursor, sort.value) if cursor else None,
+    )
+    page = await products.list_products(uow, user, query, user_id=user_id)
+    next_cursor = encode_cursor(page.next_cursor, sort.value) if page.next_cursor else None
+    return Response(product_page_json(page.items, next_cursor), media_type=JSON)
+
+
+@router.patch("/{product_id}", response_model=ProductPublic, responses={404: {}, 409: {}})
+async def update_product(
+    product_id: ProductId,
+    body: ProductUpdate,
+    user: CurrentUser,
+    uow: UowDep,
+    services: ServicesDep,
+) -> Response:
+    changes = body.model_dump(exclude_unset=True)
+    product = await products.update_product(uow, user, product_id, changes, services.cache)
+    return Response(product_json(product), media_type=JSON)
+
+
+@router.delete("/{product_id}", status_code=204, responses={404: {}})
+async def delete_product(
+    product_id: ProductId, user: CurrentUser, uow: UowDep, services: ServicesDep
+) -> Response:
+    await products.delete_product(uow, user, product_id, services.cache)
+    return Response(status_code=204)
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 weak comparison over a list of tags, or `*`."""
+    candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in candidates or etag in candidates

@@ -1,0 +1,88 @@
+"""Settings: one typed object, read once from the environment (or `.env`), passed down."""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDER_SECRETS = {"", "changeme", "whsec_changeme"}
+
+
+class Settings(BaseSettings):
+    """Every setting of Stockroom; the defaults give the embedded, one-process mode."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STOCKROOM_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite+aiosqlite:///./stockroom.db"
+    database_pool_size: int = Field(10, ge=1, le=200)
+    broker_url: str = "memory://"
+    cache_url: str = "memory://"
+    storage_url: str = "file://./media"
+    public_base_url: str = "http://127.0.0.1:8000"
+    allow_private_networks: bool = False
+
+    jpeg_quality: int = Field(50, ge=1, le=100)
+    max_image_bytes: int = Field(25 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(50_000_000, ge=1)
+    fetch_timeout_seconds: float = Field(15.0, gt=0)
+    max_redirects: int = Field(3, ge=0, le=10)
+
+    cache_ttl_seconds: int = Field(300, ge=1)
+    cache_socket_timeout_seconds: float = Field(0.25, gt=0)
+    cache_breaker_cooldown_seconds: float = Field(5.0, gt=0)
+
+    worker_processes: int = Field(2, ge=1, le=64)
+    worker_threads: int = Field(1, ge=1, le=64)
+    job_max_retries: int = Field(5, ge=0, le=50)
+    job_min_backoff_ms: int = Field(1_000, ge=1)
+    job_max_backoff_ms: int = Field(300_000, ge=1)
+
+    log_format: Literal["json", "console"] | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    webhook_secret: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_async_driver(cls, url: str) -> str:
+        """Accept the plain scheme operators copy from their provider and pick our driver."""
+        for plain, driver in (
+            ("postgres://", "postgresql+asyncpg://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, url: str) -> str:
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _enforce_real_secrets(self) -> Settings:
+        if self.environment == "production" and (self.webhook_secret or "") in _PLACEHOLDER_SECRETS:
+            raise ValueError("STOCKROOM_WEBHOOK_SECRET must be set to a real secret in production")
+        return self
+
+    @property
+    def effective_log_format(self) -> Literal["json", "console"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "console" if self.environment == "development" else "json"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings; only entrypoints (app factory, CLI, worker) call this."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The PostgreSQL/SQLite side: tables, repositories, the unit of work and migrations."""

@@ -1,0 +1,203 @@
+"""Product and product-image rows, read with one Core query each, mapped explicitly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, insert, literal, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement
+
+from stockroom.db.tables import product_images, products
+from stockroom.domain.errors import SkuTaken
+from stockroom.domain.models import ImageStatus, Product, ProductImage
+from stockroom.domain.products import parse_sort_value
+from stockroom.domain.queries import NewProduct, ProductQuery, ProductSort
+
+_IMAGE_COLUMNS = [
+    product_images.c.id,
+    product_images.c.position,
+    product_images.c.source_url,
+    product_images.c.status,
+    product_images.c.compressed_url,
+    product_images.c.output_key,
+    product_images.c.width,
+    product_images.c.height,
+    product_images.c.bytes_in,
+    product_images.c.bytes_out,
+    product_images.c.error,
+    product_images.c.error_code,
+]
+_SORTS = {
+    ProductSort.NEWEST: (products.c.created_at, True),
+    ProductSort.OLDEST: (products.c.created_at, False),
+    ProductSort.CHEAPEST: (products.c.product_price, False),
+    ProductSort.DEAREST: (products.c.product_price, True),
+    ProductSort.NAME: (products.c.product_name, False),
+}
+
+
+class SqlProductRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._conn = connection
+
+    async def add(self, draft: NewProduct, user_id: int) -> int:
+        now = datetime.now(UTC)
+        statement = (
+            insert(products)
+            .values(
+                user_id=user_id,
+                sku=draft.sku,
+                product_name=draft.product_name,
+                product_description=draft.product_description,
+                product_price=draft.product_price,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(products.c.id)
+        )
+        with _translate_sku_conflict():
+            return int((await self._conn.execute(statement)).scalar_one())
+
+    async def get(self, product_id: int) -> Product | None:
+        statement = (
+            select(products, *[c.label(f"img_{c.name}") for c in _IMAGE_COLUMNS])
+            .outerjoin(product_images, product_images.c.product_id == products.c.id)
+            .where(products.c.id == product_id)
+            .order_by(product_images.c.position, product_images.c.id)
+        )
+        rows = (await self._conn.execute(statement)).all()
+        if not rows:
+            return None
+        images = tuple(_image_from_prefixed(row) for row in rows if row.img_id is not None)
+        return _product(rows[0], images)
+
+    async def search(self, query: ProductQuery) -> list[Product]:
+        column, descending = _SORTS[query.sort]
+        conditions: list[ColumnElement[bool]] = [products.c.user_id == query.owner_id]
+        if query.min_price is not None:
+            conditions.append(products.c.product_price >= query.min_price)
+        if query.max_price is not None:
+            conditions.append(products.c.product_price <= query.max_price)
+        if query.name:
+            conditions.append(products.c.product_name.icontains(query.name, autoescape=True))
+        if query.sku is not None:
+            conditions.append(products.c.sku == query.sku)
+        if query.after is not None:
+            # The bound value takes the column's type, so SQLite compares cents with cents.
+            value = literal(parse_sort_value(query.sort, query.after.value), column.type)
+            after = tuple_(column, products.c.id)
+            boundary = tuple_(value, literal(query.after.id, products.c.id.type))
+            conditions.append(after < boundary if descending else after > boundary)
+        order = [column.desc(), products.c.id.desc()] if descending else [column, products.c.id]
+        statement = select(products).where(and_(*conditions)).order_by(*order).limit(query.limit)
+        rows = (await self._conn.execute(statement)).all()
+        images = await self._images_of([row.id for row in rows])
+        return [_product(row, images.get(row.id, ())) for row in rows]
+
+    async def update(self, product_id: int, fields: dict[str, object]) -> None:
+        statement = (
+            update(products)
+            .where(products.c.id == product_id)
+            .values(**fields, updated_at=datetime.now(UTC))
+        )
+        with _translate_sku_conflict():
+            await self._conn.execute(statement)
+
+    async def delete(self, product_id: int) -> None:
+        await self._conn.execute(delete(products).where(products.c.id == product_id))
+
+    async def add_images(self, product_id: int, images: Sequence[tuple[int, str]]) -> None:
+        if not images:
+            return
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "product_id": product_id,
+                "position": position,
+                "source_url": url,
+                "status": ImageStatus.PENDING.value,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for position, url in images
+        ]
+        await self._conn.execute(insert(product_images), rows)
+
+    async def move_images(self, moves: Sequence[tuple[int, int]]) -> None:
+        for image_id, position in moves:
+            await self._conn.execute(
+                update(product_images)
+                .where(product_images.c.id == image_id)
+                .values(position=position, updated_at=datetime.now(UTC))
+            )
+
+    async def delete_images(self, image_ids: Sequence[int]) -> None:
+        if image_ids:
+            await self._conn.execute(
+                delete(product_images).where(product_images.c.id.in_(image_ids))
+            )
+
+    async def _images_of(self, product_ids: list[int]) -> dict[int, tuple[ProductImage, ...]]:
+        if not product_ids:
+            return {}
+        statement = (
+            select(product_images.c.product_id, *_IMAGE_COLUMNS)
+            .where(product_images.c.product_id.in_(product_ids))
+            .order_by(product_images.c.product_id, product_images.c.position)
+        )
+        grouped: dict[int, list[ProductImage]] = {}
+        for row in await self._conn.execute(statement):
+            grouped.setdefault(row.product_id, []).append(_image(row._mapping))
+        return {key: tuple(value) for key, value in grouped.items()}
+
+
+@contextmanager
+def _translate_sku_conflict() -> Iterator[None]:
+    """A unique-(user, sku) violation is the caller's conflict, not a server error."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if "sku" in str(exc.orig).lower():
+            raise SkuTaken() from exc
+        raise
+
+
+def _product(row: Row[Any], images: Sequence[ProductImage]) -> Product:
+    return Product(
+        id=row.id,
+        user_id=row.user_id,
+        sku=row.sku,
+        product_name=row.product_name,
+        product_description=row.product_description,
+        product_price=row.product_price,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        images=tuple(images),
+    )
+
+
+def _image_from_prefixed(row: Row[Any]) -> ProductImage:
+    mapping = row._mapping
+    return _image({c.name: mapping[f"img_{c.name}"] for c in _IMAGE_COLUMNS})
+
+
+def _image(values: Any) -> ProductImage:
+    return ProductImage(
+        id=values["id"],
+        position=values["position"],
+        source_url=values["source_url"],
+        status=ImageStatus(values["status"]),
+        compressed_url=values["compressed_url"],
+        output_key=values["output_key"],
+        width=values["width"],
+        height=values["height"],
+        bytes_in=values["bytes_in"],
+        bytes_out=values["bytes_out"],
+        error=values["error"],
+        error_code=values["error_code"],
+    )

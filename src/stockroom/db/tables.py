@@ -1,0 +1,104 @@
+"""The schema, as SQLAlchemy Core tables: repositories map rows to domain dataclasses
+explicitly, so no ORM identity map or lazy load ever sits on a request path."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from stockroom.db.types import BigId, Money, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(255)),
+    Column("is_admin", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("name", String(255)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_api_tokens_user_id", "user_id"),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("sku", String(64)),
+    Column("product_name", String(255), nullable=False),
+    Column("product_description", Text),
+    Column("product_price", Money, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("product_price >= 0", name="price_not_negative"),
+    UniqueConstraint("user_id", "sku", name="uq_products_user_id_sku"),
+    Index("ix_products_user_created", "user_id", "created_at", "id"),
+    Index("ix_products_user_price", "user_id", "product_price", "id"),
+    Index("ix_products_user_name", "user_id", "product_name", "id"),
+)
+
+product_images = Table(
+    "product_images",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("product_id", BigId, ForeignKey("products.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("source_url", String(2048), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("compressed_url", String(2048)),
+    Column("output_key", String(512)),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("bytes_in", Integer),
+    Column("bytes_out", Integer),
+    Column("error", Text),
+    Column("error_code", String(32)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_product_images_product_id", "product_id", "position"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("scope", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("user_id", "scope", "key", name="uq_idempotency_keys_user_scope_key"),
+)

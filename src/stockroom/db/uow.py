@@ -1,0 +1,74 @@
+"""The unit of work: one connection, one transaction, rolled back unless committed."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import structlog
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+
+from stockroom.db.products import SqlProductRepository
+from stockroom.db.users import SqlIdempotencyRepository, SqlTokenRepository, SqlUserRepository
+from stockroom.domain.errors import DatabaseUnavailable
+from stockroom.domain.ports import AfterCommit
+
+log = structlog.get_logger(__name__)
+
+
+class SqlUnitOfWork:
+    users: SqlUserRepository
+    tokens: SqlTokenRepository
+    products: SqlProductRepository
+    idempotency: SqlIdempotencyRepository
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._tx: AsyncTransaction | None = None
+        self._after_commit: list[AfterCommit] = []
+
+    async def __aenter__(self) -> SqlUnitOfWork:
+        try:
+            self._conn = await self._engine.connect()
+            self._tx = await self._conn.begin()
+        except (OperationalError, InterfaceError, OSError) as exc:
+            if self._conn is not None:
+                await self._conn.close()
+            raise DatabaseUnavailable() from exc
+        self._after_commit = []
+        self.users = SqlUserRepository(self._conn)
+        self.tokens = SqlTokenRepository(self._conn)
+        self.products = SqlProductRepository(self._conn)
+        self.idempotency = SqlIdempotencyRepository(self._conn)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._conn is not None
+        assert self._tx is not None
+        try:
+            if self._tx.is_active:
+                await self._tx.rollback()
+        finally:
+            await self._conn.close()
+            self._conn = self._tx = None
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            raise DatabaseUnavailable() from exc
+
+    async def commit(self) -> None:
+        assert self._tx is not None
+        await self._tx.commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            try:
+                await callback()
+            except Exception:
+                log.exception("uow.after_commit_failed")
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        self._after_commit.append(callback)

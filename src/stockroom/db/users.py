@@ -1,0 +1,122 @@
+"""User, token and idempotency-key rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stockroom.db.tables import api_tokens, idempotency_keys, users
+from stockroom.domain.errors import EmailTaken, IdempotentRequestInFlight
+from stockroom.domain.models import ApiToken, User
+from stockroom.domain.queries import IdempotencyRecord
+
+
+class SqlUserRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._conn = connection
+
+    async def add(self, email: str, name: str | None, is_admin: bool) -> User:
+        statement = (
+            insert(users)
+            .values(email=email, name=name, is_admin=is_admin, created_at=datetime.now(UTC))
+            .returning(users)
+        )
+        try:
+            row = (await self._conn.execute(statement)).one()
+        except IntegrityError as exc:
+            raise EmailTaken() from exc
+        return _user(row)
+
+    async def get(self, user_id: int) -> User | None:
+        row = (await self._conn.execute(select(users).where(users.c.id == user_id))).first()
+        return _user(row) if row else None
+
+    async def by_email(self, email: str) -> User | None:
+        row = (await self._conn.execute(select(users).where(users.c.email == email))).first()
+        return _user(row) if row else None
+
+    async def by_token_hash(self, token_hash: str) -> User | None:
+        statement = (
+            select(users)
+            .join(api_tokens, api_tokens.c.user_id == users.c.id)
+            .where(api_tokens.c.token_hash == token_hash)
+        )
+        row = (await self._conn.execute(statement)).first()
+        return _user(row) if row else None
+
+    async def exists(self, user_id: int) -> bool:
+        statement = select(users.c.id).where(users.c.id == user_id)
+        return (await self._conn.execute(statement)).first() is not None
+
+
+class SqlTokenRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._conn = connection
+
+    async def add(self, user_id: int, token_hash: str, name: str | None) -> ApiToken:
+        statement = (
+            insert(api_tokens)
+            .values(user_id=user_id, token_hash=token_hash, name=name, created_at=datetime.now(UTC))
+            .returning(api_tokens.c.id, api_tokens.c.created_at)
+        )
+        row = (await self._conn.execute(statement)).one()
+        return ApiToken(id=row.id, user_id=user_id, name=name, created_at=row.created_at)
+
+    async def delete(self, user_id: int, token_id: int) -> bool:
+        statement = (
+            delete(api_tokens)
+            .where(api_tokens.c.id == token_id, api_tokens.c.user_id == user_id)
+            .returning(api_tokens.c.id)
+        )
+        return (await self._conn.execute(statement)).first() is not None
+
+
+class SqlIdempotencyRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._conn = connection
+
+    async def get(self, user_id: int, scope: str, key: str) -> IdempotencyRecord | None:
+        statement = select(idempotency_keys).where(
+            idempotency_keys.c.user_id == user_id,
+            idempotency_keys.c.scope == scope,
+            idempotency_keys.c.key == key,
+        )
+        row = (await self._conn.execute(statement)).first()
+        if row is None:
+            return None
+        return IdempotencyRecord(
+            user_id=row.user_id,
+            scope=row.scope,
+            key=row.key,
+            fingerprint=row.fingerprint,
+            resource_id=row.resource_id,
+            created_at=row.created_at,
+        )
+
+    async def add(self, record: IdempotencyRecord) -> None:
+        statement = insert(idempotency_keys).values(
+            user_id=record.user_id,
+            scope=record.scope,
+            key=record.key,
+            fingerprint=record.fingerprint,
+            resource_id=record.resource_id,
+            created_at=record.created_at,
+        )
+        try:
+            await self._conn.execute(statement)
+        except IntegrityError as exc:
+            raise IdempotentRequestInFlight() from exc
+
+
+def _user(row: Row[Any]) -> User:
+    return User(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        is_admin=row.is_admin,
+        created_at=row.created_at,
+    )

@@ -1,0 +1,81 @@
+"""Domain objects: plain frozen dataclasses, mapped from rows in `db/`, never ORM-bound."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+
+class ImageStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    email: str
+    name: str | None
+    is_admin: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    id: int
+    user_id: int
+    name: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A token as shown once, at creation: the only time the secret leaves the server."""
+
+    token: ApiToken
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProductImage:
+    id: int
+    position: int
+    source_url: str
+    status: ImageStatus = ImageStatus.PENDING
+    compressed_url: str | None = None
+    output_key: str | None = None
+    width: int | None = None
+    height: int | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    error: str | None = None
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: int
+    user_id: int
+    sku: str | None
+    product_name: str
+    product_description: str | None
+    product_price: Decimal
+    created_at: datetime
+    updated_at: datetime
+    images: tuple[ProductImage, ...] = field(default=())
+
+    @property
+    def product_images(self) -> list[str]:
+        return [image.source_url for image in self.images]
+
+    @property
+    def compressed_product_images(self) -> list[str | None]:
+        """Position-aligned with `product_images`; None until that image is ready."""
+        return [
+            image.compressed_url if image.status is ImageStatus.READY else None
+            for image in self.images
+        ]

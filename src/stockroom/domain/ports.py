@@ -1,0 +1,158 @@
+"""The ports the services talk to; `db/` and `adapters/` implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+from stockroom.domain.models import ApiToken, Product, User
+from stockroom.domain.queries import IdempotencyRecord, NewProduct, ProductQuery
+
+
+class ImageStore(Protocol):
+    """Object storage for processed images, addressed by content-derived keys."""
+
+    async def put(self, key: str, data: bytes, content_type: str) -> str:
+        """Store `data` under `key` (overwriting is harmless) and return its public URL.
+
+        Raises:
+            StorageUnavailable: the backend could not be reached or refused the write.
+        """
+        ...
+
+    async def get(self, key: str) -> bytes:
+        """Return the bytes stored under `key`.
+
+        Raises:
+            StorageUnavailable: the backend could not be reached.
+            KeyError: nothing is stored under `key`.
+        """
+        ...
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Remove the keys; absent keys are ignored."""
+        ...
+
+    def url_for(self, key: str) -> str:
+        """The public URL of `key` (no I/O)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable unless the backend answers."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CachedProduct:
+    """What a cache read returns: the stored bytes (or None on a miss) and the generation
+    token to pass back to `fill` so a stale read can never be cached after a write."""
+
+    body: bytes | None
+    token: str | None
+
+
+class ProductCache(Protocol):
+    """Cache-aside store of serialized products; never raises to callers (degrades to miss)."""
+
+    async def read(self, product_id: int) -> CachedProduct: ...
+
+    async def fill(self, product_id: int, body: bytes, token: str | None) -> None:
+        """Store `body` unless the product was invalidated since `read` returned `token`."""
+        ...
+
+    async def invalidate(self, product_id: int) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise CacheUnavailable unless the backend answers."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+class UserRepository(Protocol):
+    async def add(self, email: str, name: str | None, is_admin: bool) -> User: ...
+
+    async def get(self, user_id: int) -> User | None: ...
+
+    async def by_email(self, email: str) -> User | None: ...
+
+    async def by_token_hash(self, token_hash: str) -> User | None: ...
+
+    async def exists(self, user_id: int) -> bool: ...
+
+
+class TokenRepository(Protocol):
+    async def add(self, user_id: int, token_hash: str, name: str | None) -> ApiToken: ...
+
+    async def delete(self, user_id: int, token_id: int) -> bool:
+        """Delete the user's token; False when there is no such token of theirs."""
+        ...
+
+
+class ProductRepository(Protocol):
+    async def add(self, draft: NewProduct, user_id: int) -> int: ...
+
+    async def get(self, product_id: int) -> Product | None: ...
+
+    async def search(self, query: ProductQuery) -> list[Product]: ...
+
+    async def update(self, product_id: int, fields: dict[str, object]) -> None: ...
+
+    async def delete(self, product_id: int) -> None: ...
+
+    async def add_images(self, product_id: int, images: Sequence[tuple[int, str]]) -> None:
+        """Insert pending image rows, each as (position, source_url)."""
+        ...
+
+    async def move_images(self, moves: Sequence[tuple[int, int]]) -> None:
+        """Set new positions, each as (image_id, position)."""
+        ...
+
+    async def delete_images(self, image_ids: Sequence[int]) -> None: ...
+
+
+class IdempotencyRepository(Protocol):
+    async def get(self, user_id: int, scope: str, key: str) -> IdempotencyRecord | None: ...
+
+    async def add(self, record: IdempotencyRecord) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction: rolls back on exit unless `commit()` was awaited inside."""
+
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def tokens(self) -> TokenRepository: ...
+
+    @property
+    def products(self) -> ProductRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
+
+    async def __aenter__(self) -> UnitOfWork: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        """Run `callback` once the transaction has committed (never on rollback)."""
+        ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -1,0 +1,266 @@
+"""Product services: every entrypoint (API, CSV import, CLI) goes through these."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+import orjson
+
+from stockroom.domain.errors import (
+    FieldError,
+    IdempotencyKeyReused,
+    IdempotentRequestInFlight,
+    InvalidInput,
+    NotAllowed,
+    ProductNotFound,
+    UnknownUser,
+)
+from stockroom.domain.models import Product, ProductImage, User
+from stockroom.domain.ports import ProductCache, UnitOfWork
+from stockroom.domain.queries import Cursor, IdempotencyRecord, NewProduct, ProductQuery
+from stockroom.domain.queries import ProductSort as ProductSort
+from stockroom.domain.rules import price_problem
+
+CREATE_SCOPE = "products.create"
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """A create's outcome; `replayed` when an Idempotency-Key matched an earlier request."""
+
+    product: Product
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProductPage:
+    items: list[Product]
+    next_cursor: Cursor | None
+
+
+def fingerprint(draft: NewProduct) -> str:
+    """A stable hash of what was asked, to tell a retry from a different request."""
+    payload = {
+        "n": draft.product_name,
+        "p": str(draft.product_price),
+        "d": draft.product_description,
+        "i": list(draft.product_images),
+        "s": draft.sku,
+        "u": draft.user_id,
+    }
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def owner_for(actor: User, user_id: int | None) -> int:
+    """Whom a product belongs to: the caller, or anyone when an admin says so."""
+    if user_id is None or user_id == actor.id:
+        return actor.id
+    if not actor.is_admin:
+        raise NotAllowed("only an admin may act for another user")
+    return user_id
+
+
+async def create_product(
+    uow: UnitOfWork, actor: User, draft: NewProduct, idempotency: IdempotencyKey | None = None
+) -> Created:
+    """Create a product and its pending image rows in one transaction.
+
+    A concurrent request with the same Idempotency-Key waits on the key's unique index;
+    once the first commits, one more attempt replays the first's result.
+    """
+    try:
+        return await _create_product(uow, actor, draft, idempotency)
+    except IdempotentRequestInFlight:
+        return await _create_product(uow, actor, draft, idempotency)
+
+
+async def _create_product(
+    uow: UnitOfWork, actor: User, draft: NewProduct, idempotency: IdempotencyKey | None
+) -> Created:
+    owner_id = owner_for(actor, draft.user_id)
+    async with uow:
+        if idempotency is not None:
+            prior = await uow.idempotency.get(actor.id, CREATE_SCOPE, idempotency.key)
+            if prior is not None:
+                return Created(await _replay(uow, prior, idempotency), replayed=True)
+        if owner_id != actor.id and not await uow.users.exists(owner_id):
+            raise UnknownUser(errors=[FieldError("user_id", "no user with this id")])
+        product_id = await uow.products.add(draft, owner_id)
+        await uow.products.add_images(product_id, list(enumerate(draft.product_images)))
+        if idempotency is not None:
+            await uow.idempotency.add(
+                IdempotencyRecord(
+                    user_id=actor.id,
+                    scope=CREATE_SCOPE,
+                    key=idempotency.key,
+                    fingerprint=idempotency.fingerprint,
+                    resource_id=str(product_id),
+                    created_at=_now(),
+                )
+            )
+        product = await _get(uow, product_id)
+        await uow.commit()
+    return Created(product)
+
+
+async def get_product(uow: UnitOfWork, actor: User, product_id: int) -> Product:
+    async with uow:
+        return await _get_visible(uow, actor, product_id)
+
+
+async def list_products(
+    uow: UnitOfWork, actor: User, query: ProductQuery, user_id: int | None = None
+) -> ProductPage:
+    query = replace(
+        query,
+        owner_id=owner_for(actor, user_id),
+        # Prices are stored in cents: round the bounds inwards, never outwards.
+        min_price=_to_cent(query.min_price, ROUND_CEILING),
+        max_price=_to_cent(query.max_price, ROUND_FLOOR),
+    )
+    async with uow:
+        rows = await uow.products.search(replace(query, limit=query.limit + 1))
+    items, more = rows[: query.limit], len(rows) > query.limit
+    return ProductPage(items, sort_cursor(items[-1], query.sort) if more else None)
+
+
+def sort_cursor(product: Product, sort: ProductSort) -> Cursor:
+    value: object
+    if sort in (ProductSort.NEWEST, ProductSort.OLDEST):
+        value = product.created_at.isoformat()
+    elif sort in (ProductSort.CHEAPEST, ProductSort.DEAREST):
+        value = product.product_price
+    else:
+        value = product.product_name
+    return Cursor(value=str(value), id=product.id)
+
+
+async def update_product(
+    uow: UnitOfWork,
+    actor: User,
+    product_id: int,
+    changes: Mapping[str, object],
+    cache: ProductCache | None = None,
+) -> Product:
+    """Apply a partial update; a changed image list keeps the results of URLs that stay."""
+    async with uow:
+        current = await _get_visible(uow, actor, product_id)
+        fields = {
+            name: value
+            for name, value in changes.items()
+            if name in ("product_name", "product_description", "product_price", "sku")
+        }
+        if "user_id" in changes:
+            new_owner = changes["user_id"]
+            if not isinstance(new_owner, int):
+                raise UnknownUser(errors=[FieldError("user_id", "must be a user id")])
+            owner_id = owner_for(actor, new_owner)
+            if owner_id != current.user_id and not await uow.users.exists(owner_id):
+                raise UnknownUser(errors=[FieldError("user_id", "no user with this id")])
+            fields["user_id"] = owner_id
+        await uow.products.update(product_id, fields)
+        if "product_images" in changes:
+            urls = changes["product_images"]
+            assert isinstance(urls, Sequence)
+            await _replace_images(uow, product_id, current.images, [str(u) for u in urls])
+        product = await _get(uow, product_id)
+        if cache is not None:
+            uow.after_commit(lambda: cache.invalidate(product_id))
+        await uow.commit()
+    return product
+
+
+async def delete_product(
+    uow: UnitOfWork, actor: User, product_id: int, cache: ProductCache | None = None
+) -> Product:
+    """Delete the product and its image rows; returns what was deleted."""
+    async with uow:
+        product = await _get_visible(uow, actor, product_id)
+        await uow.products.delete(product_id)
+        if cache is not None:
+            uow.after_commit(lambda: cache.invalidate(product_id))
+        await uow.commit()
+    return product
+
+
+async def _replace_images(
+    uow: UnitOfWork, product_id: int, current: Sequence[ProductImage], urls: list[str]
+) -> list[int]:
+    """Match new URLs to existing rows (first unused row with the same URL keeps its
+    result), move the kept ones, drop the rest, insert the new ones as pending."""
+    unused: dict[str, list[ProductImage]] = {}
+    for image in current:
+        unused.setdefault(image.source_url, []).append(image)
+    moves: list[tuple[int, int]] = []
+    new: list[tuple[int, str]] = []
+    for position, url in enumerate(urls):
+        candidates = unused.get(url)
+        if candidates:
+            image = candidates.pop(0)
+            if image.position != position:
+                moves.append((image.id, position))
+        else:
+            new.append((position, url))
+    dropped = [image.id for rest in unused.values() for image in rest]
+    await uow.products.delete_images(dropped)
+    await uow.products.move_images(moves)
+    await uow.products.add_images(product_id, new)
+    return dropped
+
+
+async def _replay(uow: UnitOfWork, prior: IdempotencyRecord, key: IdempotencyKey) -> Product:
+    if prior.fingerprint != key.fingerprint:
+        raise IdempotencyKeyReused()
+    return await _get(uow, int(prior.resource_id))
+
+
+async def _get(uow: UnitOfWork, product_id: int) -> Product:
+    product = await uow.products.get(product_id)
+    if product is None:
+        raise ProductNotFound()
+    return product
+
+
+async def _get_visible(uow: UnitOfWork, actor: User, product_id: int) -> Product:
+    """404, never 403, for someone else's product: its existence is not revealed."""
+    product = await uow.products.get(product_id)
+    if product is None or (product.user_id != actor.id and not actor.is_admin):
+        raise ProductNotFound()
+    return product
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_sort_value(sort: ProductSort, value: str) -> object:
+    """The typed value behind a cursor, for the repository's keyset comparison."""
+    try:
+        if sort in (ProductSort.CHEAPEST, ProductSort.DEAREST):
+            price = Decimal(value)
+            if price_problem(price) is None:
+                return price
+        elif sort in (ProductSort.NEWEST, ProductSort.OLDEST):
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is not None:
+                return moment
+        else:
+            return value
+    except (ArithmeticError, ValueError):
+        pass
+    raise InvalidInput("invalid cursor", [FieldError("cursor", "is not a cursor from this list")])
+
+
+def _to_cent(value: Decimal | None, rounding: str) -> Decimal | None:
+    return None if value is None else value.quantize(CENT, rounding)

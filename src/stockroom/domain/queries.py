@@ -1,0 +1,56 @@
+"""Commands and queries the services take: plain values, validated at the edge."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class NewProduct:
+    product_name: str
+    product_price: Decimal
+    product_description: str | None = None
+    product_images: tuple[str, ...] = ()
+    sku: str | None = None
+    user_id: int | None = None
+
+
+class ProductSort(enum.StrEnum):
+    NEWEST = "-created_at"
+    OLDEST = "created_at"
+    CHEAPEST = "product_price"
+    DEAREST = "-product_price"
+    NAME = "product_name"
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where the previous page ended: the sort value and id of its last product."""
+
+    value: str
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProductQuery:
+    owner_id: int
+    sort: ProductSort = ProductSort.NEWEST
+    limit: int = 20
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    name: str | None = None
+    sku: str | None = None
+    after: Cursor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    user_id: int
+    scope: str
+    key: str
+    fingerprint: str
+    resource_id: str
+    created_at: datetime

@@ -1,0 +1,241 @@
+"""Run image operations with libvips: the default product pipeline and explicit job operations.
+
+Content is sniffed from the bytes, never from headers or names, and the pixel count is read
+from the header before any pixel is decoded. Resizes shrink on load (`thumbnail_buffer`), so a
+50 MP JPEG is never decoded at full size when the result is small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import pyvips
+
+from stockroom.domain.errors import ImageDecodeError, NotAnImage, TooManyPixels
+from stockroom.domain.operations import (
+    Compress,
+    Convert,
+    ForceResize,
+    ImageFormat,
+    Operation,
+    Resize,
+    Rotate,
+)
+from stockroom.pipeline.metadata import strip_metadata
+
+DEFAULT_BOX = 2048
+# Loaders we accept, by libvips class; SVG, PDF, CSV, matrix and the rest are refused.
+_LOADERS = {
+    "VipsForeignLoadJpegBuffer": "jpeg",
+    "VipsForeignLoadPngBuffer": "png",
+    "VipsForeignLoadWebpBuffer": "webp",
+    "VipsForeignLoadNsgifBuffer": "gif",
+    "VipsForeignLoadGifBuffer": "gif",
+    "VipsForeignLoadTiffBuffer": "tiff",
+    "VipsForeignLoadHeifBuffer": "heif",
+}
+_FAIL_ON = "error"  # corrupt or truncated data fails the job instead of yielding grey blocks
+_MEDIA = {
+    "jpeg": ("image/jpeg", "jpg"),
+    "png": ("image/png", "png"),
+    "webp": ("image/webp", "webp"),
+    "avif": ("image/avif", "avif"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedImage:
+    """An encoded output image; `extension` has no dot (`jpg`, `png`, `webp`, `avif`)."""
+
+    data: bytes
+    content_type: str
+    extension: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    data: bytes
+    format: str
+    width: int
+    height: int
+    orientation: int
+    has_icc: bool
+
+
+def process(
+    data: bytes, ops: Sequence[Operation] | None, *, jpeg_quality: int, max_pixels: int
+) -> ProcessedImage:
+    """Apply `ops` in order, or the default pipeline when `ops` is None or empty.
+
+    Raises NotAnImage, TooManyPixels (before decoding) or ImageDecodeError.
+    """
+    source = _inspect(data, max_pixels)
+    try:
+        if not ops:
+            return _default_pipeline(source, jpeg_quality)
+        return _explicit_pipeline(source, ops, jpeg_quality, max_pixels)
+    except pyvips.Error as exc:
+        raise ImageDecodeError(_first_line(exc)) from exc
+
+
+def _inspect(data: bytes, max_pixels: int) -> _Source:
+    pointer = pyvips.vips_lib.vips_foreign_find_load_buffer(data, len(data))
+    loader = None if pointer == pyvips.ffi.NULL else pyvips.ffi.string(pointer).decode()
+    if loader not in _LOADERS:
+        raise NotAnImage("The file is not a JPEG, PNG, WebP, AVIF/HEIF, GIF or TIFF image")
+    try:
+        header = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on=_FAIL_ON)
+    except pyvips.Error as exc:
+        raise ImageDecodeError(_first_line(exc)) from exc
+    if header.width * header.height > max_pixels:
+        raise TooManyPixels(f"{header.width}x{header.height} is more than {max_pixels:,} pixels")
+    fields = header.get_fields()
+    orientation = header.get("orientation") if "orientation" in fields else 1
+    return _Source(
+        data, _LOADERS[loader], header.width, header.height, orientation,
+        "icc-profile-data" in fields,
+    )  # fmt: skip
+
+
+def _default_pipeline(source: _Source, quality: int) -> ProcessedImage:
+    """Orient, strip, fit in 2048x2048, JPEG (PNG/WebP if transparent), never larger.
+
+    When the encoding is larger than the source and the source is already a JPEG, PNG or
+    WebP that fits the box and needs no rotation, the source is returned with its metadata
+    removed losslessly. Otherwise lower qualities are tried; only a source in a format we do
+    not serve (GIF, TIFF, HEIF) whose lossless re-encoding stays larger can break the rule.
+    """
+    options: dict[str, object] = {"size": "down", "option_string": f"fail_on={_FAIL_ON}"}
+    if source.has_icc:
+        options["output_profile"] = "srgb"
+    image = pyvips.Image.thumbnail_buffer(source.data, DEFAULT_BOX, height=DEFAULT_BOX, **options)
+    image = _to_srgb(image)
+    if image.hasalpha():
+        image = image.copy_memory()  # the alpha check below must not decode the source twice
+    fmt: ImageFormat = "jpeg"
+    if _has_visible_alpha(image):
+        fmt = "webp" if source.format in ("webp", "heif") else "png"
+    elif image.hasalpha():
+        image = image.extract_band(0, n=image.bands - 1)
+    out = _encode(image, fmt, quality)
+    if len(out.data) <= len(source.data):
+        return out
+    original = _source_as_output(source)
+    if original is not None:
+        return original
+    for lower in (quality * 2 // 3, quality // 3, 5):
+        if fmt == "png" or lower >= quality:
+            break
+        out = _encode(image, fmt, max(lower, 1))
+        if len(out.data) <= len(source.data):
+            break
+    return out
+
+
+def _source_as_output(source: _Source) -> ProcessedImage | None:
+    fits = source.width <= DEFAULT_BOX and source.height <= DEFAULT_BOX
+    if source.format not in ("jpeg", "png", "webp") or not fits or source.orientation != 1:
+        return None
+    stripped = strip_metadata(source.data, source.format)
+    if stripped is None or len(stripped) > len(source.data):
+        return None
+    content_type, extension = _MEDIA[source.format]
+    return ProcessedImage(stripped, content_type, extension, source.width, source.height)
+
+
+def _explicit_pipeline(
+    source: _Source, ops: Sequence[Operation], quality: int, max_pixels: int
+) -> ProcessedImage:
+    """Apply `ops` in order to the EXIF-oriented image; the output keeps the source's format
+    when we serve it (else JPEG, or PNG when transparent) unless a `convert` says otherwise."""
+    first, rest = ops[0], list(ops[1:])
+    if isinstance(first, Resize | ForceResize):
+        image = pyvips.Image.thumbnail_buffer(
+            source.data, first.width, height=first.height,
+            size="down" if isinstance(first, Resize) else "force",
+            option_string=f"fail_on={_FAIL_ON}",
+        )  # fmt: skip
+    else:
+        image = pyvips.Image.new_from_buffer(
+            source.data, "", access="sequential", fail_on=_FAIL_ON
+        ).autorot()
+        rest = list(ops)
+    _check_pixels(image, max_pixels)
+    if source.has_icc:
+        image = image.icc_transform("srgb")
+    image = _to_srgb(image)
+    fmt: ImageFormat = "jpeg"
+    if source.format in _MEDIA:
+        fmt = cast(ImageFormat, source.format)
+    elif image.hasalpha():
+        fmt = "png"
+    for op in rest:
+        if isinstance(op, Rotate):
+            image = _rotate(image, op.degrees)
+        elif isinstance(op, Resize):
+            image = image.thumbnail_image(op.width, height=op.height, size="down")
+        elif isinstance(op, ForceResize):
+            image = image.thumbnail_image(op.width, height=op.height, size="force")
+        elif isinstance(op, Convert):
+            fmt = op.format
+        elif isinstance(op, Compress):
+            quality = op.quality
+        _check_pixels(image, max_pixels)
+    return _encode(image, fmt, quality)
+
+
+def _check_pixels(image: pyvips.Image, max_pixels: int) -> None:
+    """Operations are lazy, so an enlarging one is refused before any pixel is computed."""
+    if image.width * image.height > max_pixels:
+        raise TooManyPixels(f"the result would be {image.width}x{image.height} pixels")
+
+
+def _rotate(image: pyvips.Image, degrees: float) -> pyvips.Image:
+    """Rotate clockwise; right angles are exact turns, other angles get transparent corners."""
+    turn = degrees % 360
+    if turn == 0:
+        return image
+    if turn in (90, 180, 270):
+        return image.rot(f"d{int(turn)}")
+    if not image.hasalpha():
+        image = image.bandjoin(255).copy(interpretation=image.interpretation)
+    return image.rotate(turn, background=[0] * image.bands)
+
+
+def _to_srgb(image: pyvips.Image) -> pyvips.Image:
+    """8-bit sRGB (or 8-bit grey): what browsers expect, and what every saver accepts."""
+    if image.interpretation in ("b-w", "grey16"):
+        return image.colourspace("b-w") if image.format != "uchar" else image
+    if image.interpretation != "srgb" or image.format != "uchar":
+        return image.colourspace("srgb")
+    return image
+
+
+def _has_visible_alpha(image: pyvips.Image) -> bool:
+    """True when some pixel is not fully opaque; an all-opaque alpha band is dropped."""
+    return bool(image.hasalpha() and image.extract_band(image.bands - 1).min() < 255)
+
+
+def _encode(image: pyvips.Image, fmt: ImageFormat, quality: int) -> ProcessedImage:
+    if fmt == "jpeg":
+        if image.hasalpha():
+            image = image.flatten(background=[255] * (image.bands - 1))
+        data = image.jpegsave_buffer(Q=quality, optimize_coding=True, keep="none")
+    elif fmt == "png":
+        data = image.pngsave_buffer(compression=6, keep="none")
+    elif fmt == "webp":
+        data = image.webpsave_buffer(Q=quality, keep="none")
+    else:
+        data = image.heifsave_buffer(Q=quality, compression="av1", effort=2, keep="none")
+    content_type, extension = _MEDIA[fmt]
+    return ProcessedImage(bytes(data), content_type, extension, image.width, image.height)
+
+
+def _first_line(exc: pyvips.Error) -> str:
+    """libvips' message without the call trace: `VipsJpeg: premature end of JPEG image`."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else "The image data is corrupt"

@@ -1,0 +1,233 @@
+"""The guarded download against real HTTP servers on 127.0.0.1 and 127.0.0.2."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Iterator, Sequence
+
+import pytest
+from tests.support.image_server import JPEG, PNG, ImageServer, serve_images
+
+from stockroom.domain.errors import (
+    BlockedAddress,
+    FetchTimeout,
+    ImageTooLarge,
+    SourceClientError,
+    SourceServerError,
+    SourceUnreachable,
+)
+from stockroom.pipeline.address_policy import IPAddress
+from stockroom.pipeline.fetch import AddressPolicy, Fetched, fetch_image
+
+# 127.0.0.2 plays a public host; the socket guard must let tests reach it.
+pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "127.0.0.2", "::1"])
+
+LOCAL = AddressPolicy(allow_private=True)
+PUBLIC_127_0_0_2 = AddressPolicy(
+    allow_private=False, also_allow=[ipaddress.ip_network("127.0.0.2/32")]
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ImageServer]:
+    with serve_images("127.0.0.1") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def public_server() -> Iterator[ImageServer]:
+    with serve_images("127.0.0.2") as running:
+        yield running
+
+
+async def fetch(
+    url: str,
+    policy: AddressPolicy = LOCAL,
+    *,
+    max_bytes: int = 1_000_000,
+    timeout: float = 5.0,
+    max_redirects: int = 3,
+) -> Fetched:
+    return await fetch_image(
+        url, policy, max_bytes=max_bytes, timeout=timeout, max_redirects=max_redirects
+    )
+
+
+async def test_downloads_an_image(server: ImageServer) -> None:
+    fetched = await fetch(server.url("image.jpg"))
+    assert fetched.data == JPEG
+    assert fetched.content_type_header == "image/jpeg"
+    assert fetched.final_url == server.url("image.jpg")
+
+
+async def test_follows_redirects_and_reports_the_final_url(server: ImageServer) -> None:
+    fetched = await fetch(server.url("chain/3"))
+    assert fetched.data == JPEG
+    assert fetched.final_url == server.url("chain/0")
+
+
+async def test_too_many_redirects_is_a_client_error(server: ImageServer) -> None:
+    with pytest.raises(SourceClientError, match="more than 3 redirects"):
+        await fetch(server.url("chain/4"))
+
+
+async def test_zero_redirects_allowed_means_none_followed(server: ImageServer) -> None:
+    with pytest.raises(SourceClientError):
+        await fetch(server.url("chain/1"), max_redirects=0)
+
+
+async def test_404_is_a_permanent_client_error(server: ImageServer) -> None:
+    with pytest.raises(SourceClientError) as caught:
+        await fetch(server.url("missing.jpg"))
+    assert caught.value.permanent
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+async def test_5xx_and_429_are_transient_server_errors(server: ImageServer, status: int) -> None:
+    with pytest.raises(SourceServerError) as caught:
+        await fetch(server.url(f"status/{status}"))
+    assert not caught.value.permanent
+
+
+async def test_declared_oversize_body_is_refused_before_reading(server: ImageServer) -> None:
+    with pytest.raises(ImageTooLarge, match="declares"):
+        await fetch(server.url("huge/2000000"), max_bytes=1_000_000)
+
+
+async def test_undeclared_oversize_body_is_cut_at_the_limit(server: ImageServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(ImageTooLarge, match="exceeded"):
+        await fetch(server.url("unsized/50000000"), max_bytes=200_000)
+    assert time.monotonic() - started < 3
+
+
+async def test_body_exactly_at_the_limit_is_accepted(server: ImageServer) -> None:
+    fetched = await fetch(server.url("image.png"), max_bytes=len(PNG))
+    assert fetched.data == PNG
+
+
+async def test_slow_headers_time_out(server: ImageServer) -> None:
+    with pytest.raises(FetchTimeout):
+        await fetch(server.url("slow/2"), timeout=0.3)
+
+
+async def test_total_time_is_limited_even_when_every_read_is_quick(server: ImageServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchTimeout):
+        await fetch(server.url("drip/3"), timeout=0.5)
+    assert time.monotonic() - started < 1.5
+
+
+async def test_connection_refused_is_unreachable() -> None:
+    with serve_images("127.0.0.1") as stopped:
+        url = stopped.url("image.jpg")
+    with pytest.raises(SourceUnreachable) as caught:
+        await fetch(url)
+    assert not caught.value.permanent
+
+
+async def test_connection_reset_is_unreachable(server: ImageServer) -> None:
+    with pytest.raises(SourceUnreachable):
+        await fetch(server.url("reset"))
+
+
+# -- address rules on the wire -----------------------------------------------------------
+async def test_loopback_is_refused_without_private_networks(server: ImageServer) -> None:
+    with pytest.raises(BlockedAddress):
+        await fetch(server.url("image.jpg"), AddressPolicy(allow_private=False))
+
+
+async def test_decimal_encoded_loopback_is_refused(server: ImageServer) -> None:
+    with pytest.raises(BlockedAddress):
+        await fetch(f"http://2130706433:{server.port}/image.jpg", AddressPolicy())
+
+
+async def test_decimal_encoded_loopback_works_when_private_networks_are_allowed(
+    server: ImageServer,
+) -> None:
+    fetched = await fetch(f"http://2130706433:{server.port}/image.jpg", LOCAL)
+    assert fetched.data == JPEG
+
+
+async def test_allowed_server_is_fetched(public_server: ImageServer) -> None:
+    fetched = await fetch(public_server.url("image.png"), PUBLIC_127_0_0_2)
+    assert fetched.data == PNG
+
+
+async def test_redirect_from_an_allowed_host_to_loopback_is_refused(
+    server: ImageServer, public_server: ImageServer
+) -> None:
+    target = server.url("image.jpg")
+    with pytest.raises(BlockedAddress, match=r"127\.0\.0\.1"):
+        await fetch(public_server.url(f"redirect?to={target}"), PUBLIC_127_0_0_2)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://10.0.0.1/a.jpg",
+        "http://172.16.0.1/a.jpg",
+        "http://192.168.0.1/a.jpg",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/a.jpg",
+        "http://[fc00::1]/a.jpg",
+        "http://[::ffff:127.0.0.1]/a.jpg",
+        "http://2130706433/a.jpg",
+        "http://localhost/a.jpg",
+        "file:///etc/passwd",
+    ],
+)
+async def test_redirect_to_any_refused_address_is_blocked(
+    public_server: ImageServer, target: str
+) -> None:
+    with pytest.raises(BlockedAddress):
+        await fetch(public_server.url(f"redirect?to={target}"), PUBLIC_127_0_0_2)
+
+
+def pinned(answers: dict[str, list[str]]) -> tuple[AddressPolicy, list[str]]:
+    """A policy whose resolver answers from `answers` (popping one per lookup), logging calls."""
+    lookups: list[str] = []
+
+    async def resolve(host: str, port: int) -> Sequence[IPAddress]:
+        lookups.append(host)
+        queue = answers[host]
+        address = queue.pop(0) if len(queue) > 1 else queue[0]
+        return [ipaddress.ip_address(address)]
+
+    policy = AddressPolicy(
+        allow_private=False,
+        also_allow=[ipaddress.ip_network("127.0.0.2/32")],
+        resolve=resolve,
+    )
+    return policy, lookups
+
+
+async def test_connects_to_the_vetted_address_while_keeping_the_hostname(
+    public_server: ImageServer,
+) -> None:
+    policy, lookups = pinned({"images.example": ["127.0.0.2"]})
+    fetched = await fetch(f"http://images.example:{public_server.port}/host", policy)
+    assert fetched.data == f"images.example:{public_server.port}".encode()
+    assert lookups == ["images.example"]
+
+
+async def test_dns_rebinding_to_loopback_is_refused_at_connect(
+    public_server: ImageServer,
+) -> None:
+    """First answer public, every later one loopback: the connect itself re-vets."""
+    policy, lookups = pinned({"rebind.example": ["127.0.0.2", "127.0.0.1"]})
+    first = f"http://rebind.example:{public_server.port}/image.png"
+    assert (await fetch(first, policy)).data == PNG
+    with pytest.raises(BlockedAddress, match=r"127\.0\.0\.1"):
+        await fetch(first, policy)
+    assert lookups == ["rebind.example", "rebind.example"]
+
+
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1", "10.0.0.1", "169.254.169.254", "::1", "fc00::1", "fe80::1"]
+)
+async def test_hostname_resolving_to_a_refused_address_never_connects(address: str) -> None:
+    policy, _ = pinned({"evil.example": [address]})
+    with pytest.raises(BlockedAddress):
+        await fetch("http://evil.example/a.jpg", policy)

@@ -1,0 +1,197 @@
+"""The Redis cache under faults, through a TCP proxy: it degrades to misses, never raises, costs
+one socket timeout per outage (circuit breaker), and serves nothing stale after recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import pytest
+import structlog
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
+from tests.support.services import REDIS_URL
+from tests.support.tcp_proxy import Mode, TcpProxy
+
+from stockroom.adapters.cache import RedisProductCache
+from stockroom.domain.errors import CacheUnavailable
+from stockroom.domain.ports import CachedProduct
+
+pytestmark = pytest.mark.redis
+
+SOCKET_TIMEOUT = 0.2
+COOLDOWN = 0.3
+TTL_SECONDS = 60
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[Redis]:
+    client = require_redis()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return unique_prefix()
+
+
+@pytest.fixture
+async def proxy(redis_client: Redis, prefix: str) -> AsyncIterator[TcpProxy]:
+    target = urlsplit(REDIS_URL)
+    async with TcpProxy(target.hostname or "127.0.0.1", target.port or 6379) as running:
+        yield running
+    await delete_prefix(redis_client, prefix)
+
+
+@pytest.fixture
+async def cache(proxy: TcpProxy, prefix: str) -> AsyncIterator[RedisProductCache]:
+    adapter = RedisProductCache.from_url(
+        proxy.url,
+        ttl_seconds=TTL_SECONDS,
+        socket_timeout=SOCKET_TIMEOUT,
+        breaker_cooldown=COOLDOWN,
+        key_prefix=prefix,
+    )
+    yield adapter
+    await adapter.close()
+
+
+async def cache_one(cache: RedisProductCache, product_id: int, body: bytes) -> None:
+    await cache.fill(product_id, body, (await cache.read(product_id)).token)
+    assert (await cache.read(product_id)).body == body
+
+
+@pytest.mark.parametrize("mode", ["refuse", "blackhole"])
+async def test_an_unreachable_redis_is_a_quick_miss_and_never_raises(
+    cache: RedisProductCache, proxy: TcpProxy, mode: Mode
+) -> None:
+    await cache_one(cache, 1, b"cached")
+    proxy.set_mode(mode)
+
+    started = time.monotonic()
+    assert await cache.read(1) == CachedProduct(None, None)
+    assert time.monotonic() - started < 5 * SOCKET_TIMEOUT
+
+    await cache.fill(1, b"x", "0.0")
+    await cache.invalidate(1)
+    assert cache.lost_invalidations == {1}
+    with pytest.raises(CacheUnavailable):
+        await cache.ping()
+
+
+@pytest.mark.parametrize("mode", ["refuse", "blackhole"])
+async def test_a_cold_client_against_a_dead_redis_degrades_too(
+    cache: RedisProductCache, proxy: TcpProxy, mode: Mode
+) -> None:
+    proxy.set_mode(mode)
+    assert await cache.read(1) == CachedProduct(None, None)
+    await cache.fill(1, b"x", "0.0")
+    await cache.invalidate(1)
+
+
+async def test_an_open_breaker_costs_one_timeout_not_one_per_read(
+    cache: RedisProductCache, proxy: TcpProxy
+) -> None:
+    await cache_one(cache, 1, b"cached")
+    proxy.set_mode("blackhole")
+    accepted = proxy.connections_accepted
+    errors = metric("stockroom_cache_errors_total", operation="read")
+    degraded = metric("stockroom_cache_requests_total", result="error")
+
+    started = time.monotonic()
+    for _ in range(50):
+        assert (await cache.read(1)).body is None
+    elapsed = time.monotonic() - started
+
+    assert metric("stockroom_cache_errors_total", operation="read") - errors == 1
+    assert metric("stockroom_cache_requests_total", result="error") - degraded == 50
+    assert proxy.connections_accepted - accepted <= 1
+    assert metric("stockroom_cache_breaker_open") == 1
+    assert elapsed < 10 * SOCKET_TIMEOUT  # 50 timeouts would be 50 * SOCKET_TIMEOUT
+
+
+async def test_caching_resumes_after_the_cooldown(
+    cache: RedisProductCache, proxy: TcpProxy
+) -> None:
+    proxy.set_mode("refuse")
+    with structlog.testing.capture_logs() as logs:
+        assert (await cache.read(2)).token is None
+        assert (await cache.read(2)).token is None
+        proxy.set_mode("forward")
+        assert (await cache.read(2)).token is None  # still inside the cooldown
+        await asyncio.sleep(COOLDOWN * 1.5)
+        await cache_one(cache, 2, b"back")
+
+    events = [entry["event"] for entry in logs]
+    assert events == ["cache.unavailable", "cache.recovered"]
+    assert logs[0]["log_level"] == "warning"
+    assert logs[0]["operation"] == "read"
+    assert metric("stockroom_cache_breaker_open") == 0
+
+
+async def test_an_entry_invalidated_during_the_outage_is_not_served_after_it(
+    cache: RedisProductCache, proxy: TcpProxy, prefix: str
+) -> None:
+    other_instance = RedisProductCache.from_url(
+        REDIS_URL,
+        ttl_seconds=TTL_SECONDS,
+        socket_timeout=SOCKET_TIMEOUT,
+        breaker_cooldown=COOLDOWN,
+        key_prefix=prefix,
+    )
+    try:
+        await cache_one(cache, 1, b"old row")
+        await cache_one(cache, 2, b"unrelated")
+        assert (await other_instance.read(1)).body == b"old row"
+        pending_reader = await cache.read(3)  # a read whose fill lands after the outage
+
+        proxy.set_mode("blackhole")
+        await cache.invalidate(1)  # the write committed, but Redis never heard of it
+        assert cache.lost_invalidations == {1}
+        proxy.set_mode("forward")
+        await asyncio.sleep(COOLDOWN * 1.5)
+
+        with structlog.testing.capture_logs() as logs:
+            after = await cache.read(1)
+        assert after.body is None
+        assert cache.lost_invalidations == frozenset()
+        assert "cache.epoch_bumped" in [entry["event"] for entry in logs]
+        assert (await cache.read(2)).body is None  # the bump orphans every entry
+        assert (await other_instance.read(1)).body is None  # the other instance notices
+        await cache.fill(3, b"pre-outage row", pending_reader.token)
+        assert (await cache.read(3)).body is None  # its token predates the bump
+
+        await cache.fill(1, b"new row", after.token)
+        assert (await cache.read(1)).body == b"new row"
+        assert (await other_instance.read(1)).body == b"new row"
+    finally:
+        await other_instance.close()
+
+
+async def test_an_instance_with_a_stale_epoch_still_invalidates_the_live_entry(
+    cache: RedisProductCache, redis_client: Redis, prefix: str
+) -> None:
+    stale_instance = RedisProductCache.from_url(
+        REDIS_URL,
+        ttl_seconds=TTL_SECONDS,
+        socket_timeout=SOCKET_TIMEOUT,
+        breaker_cooldown=COOLDOWN,
+        key_prefix=prefix,
+    )
+    try:
+        await redis_client.incr(f"{prefix}epoch")  # another instance recovered and bumped the epoch
+        await cache_one(cache, 1, b"row")
+
+        await stale_instance.invalidate(1)  # still believes epoch 0
+
+        assert (await cache.read(1)).body is None
+    finally:
+        await stale_instance.close()

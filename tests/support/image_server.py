@@ -1,0 +1,142 @@
+"""A real HTTP server on a loopback address, serving the cases a guarded download must handle.
+
+Routes: `/image.jpg`, `/image.png`, `/status/<code>`, `/slow/<seconds>` (late headers),
+`/drip/<seconds>` (a body that trickles), `/huge/<bytes>` (declared length),
+`/unsized/<bytes>` (no length: only counting can stop it), `/reset` (TCP RST),
+`/redirect?to=<url>`, `/chain/<n>` (n redirects, then the JPEG), `/host` (echoes Host).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from tests.support.images import photo_bytes
+
+JPEG = photo_bytes(64, 48, "jpeg")
+PNG = photo_bytes(64, 48, "png", alpha=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet test output
+        pass
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        route, arg = parts[0], (parts[1] if len(parts) > 1 else "")
+        if route == "image.jpg":
+            self._send(200, JPEG, "image/jpeg")
+        elif route == "image.png":
+            self._send(200, PNG, "image/png")
+        elif route == "status":
+            self._send(int(arg), b"status", "text/plain")
+        elif route == "slow":
+            time.sleep(float(arg))
+            self._send(200, JPEG, "image/jpeg")
+        elif route == "drip":
+            self._drip(float(arg))
+        elif route == "huge":
+            self._send(200, b"\xff" * int(arg), "image/jpeg")
+        elif route == "unsized":
+            self._unsized(int(arg))
+        elif route == "reset":
+            self._reset()
+        elif route == "redirect":
+            self._redirect(parse_qs(url.query)["to"][0])
+        elif route == "chain":
+            if int(arg) > 0:
+                self._redirect(f"/chain/{int(arg) - 1}")
+            else:
+                self._send(200, JPEG, "image/jpeg")
+        elif route == "host":
+            self._send(200, (self.headers.get("Host") or "").encode(), "text/plain")
+        else:
+            self._send(404, b"not found", "text/plain")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _drip(self, seconds: float) -> None:
+        """One byte every 0.1 s for `seconds`: no single read is slow, the whole is."""
+        count = max(1, int(seconds / 0.1))
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(count))
+        self.end_headers()
+        for _ in range(count):
+            self.wfile.write(b"\xff")
+            self.wfile.flush()
+            time.sleep(0.1)
+
+    def _unsized(self, size: int) -> None:
+        """A close-delimited body without Content-Length, sent in 64 KiB pieces."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for start in range(0, size, 65536):
+                self.wfile.write(b"\xff" * min(65536, size - start))
+        except OSError:
+            pass  # the client hung up, as it should
+
+    def _reset(self) -> None:
+        # SO_LINGER with a zero timeout makes close() send a TCP RST.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client hung up on purpose (size cap, timeout)
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ImageServer:
+    host: str
+    port: int
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
+
+
+@contextmanager
+def serve_images(host: str = "127.0.0.1") -> Iterator[ImageServer]:
+    """Run the server in a daemon thread on a free port of `host` until the block ends."""
+    server = _QuietServer((host, 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield ImageServer(host, server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
