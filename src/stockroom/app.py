@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from stockroom.api import health, products, users
+from stockroom.adapters.storage import FileImageStore
+from stockroom.api import admin, health, products, users
 from stockroom.api.errors import install_error_handlers
+from stockroom.api.media import MediaFiles
 from stockroom.api.middleware import RequestContextMiddleware
 from stockroom.bootstrap import bootstrap, shutdown
 from stockroom.config import Settings, get_settings
+from stockroom.domain.image_jobs import requeue_unfinished
 from stockroom.logs import configure_logging
+from stockroom.pipeline.worker import EmbeddedWorker
+
+log = structlog.get_logger("stockroom.app")
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -26,11 +34,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await bootstrap(settings)
+        services = await bootstrap(settings, with_broker=True)
         app.state.services = services
+        embedded = EmbeddedWorker(services) if settings.is_embedded_broker else None
         try:
+            if embedded is not None:
+                embedded.start()
+                requeued = await requeue_unfinished(services.uow())
+                log.info("embedded.started", requeued_jobs=requeued)
+            assert services.relay is not None
+            services.relay.start()
             yield
         finally:
+            if services.relay is not None:
+                await services.relay.stop()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
             await shutdown(services)
 
     app = FastAPI(
@@ -42,6 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for router in (health.router, users.router, products.router):
+    for router in (health.router, users.router, products.router, admin.router):
         app.include_router(router)
+    if settings.storage_url.startswith("file:"):
+        root = FileImageStore.from_url(settings.storage_url, settings.public_base_url).root
+        app.mount("/media", MediaFiles(directory=root, check_dir=False), name="media")
     return app

@@ -6,38 +6,99 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import dramatiq
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from stockroom.adapters.broker import DramatiqTaskQueue, build_broker
+from stockroom.adapters.cache import build_product_cache
+from stockroom.adapters.storage import build_image_store
 from stockroom.config import Settings
 from stockroom.db.engine import create_engine
 from stockroom.db.health import ping_database
 from stockroom.db.uow import SqlUnitOfWork
-from stockroom.domain.ports import ProductCache, UnitOfWork
+from stockroom.domain.ports import ImageStore, ProductCache, UnitOfWork
+from stockroom.pipeline.address_policy import AddressPolicy
+from stockroom.pipeline.processing import PipelineContext
+from stockroom.pipeline.relay import OutboxRelay
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Services:
     settings: Settings
     engine: AsyncEngine
-    cache: ProductCache | None = None
+    store: ImageStore
+    cache: ProductCache
+    broker: dramatiq.Broker | None = None
+    task_queue: DramatiqTaskQueue | None = None
+    relay: OutboxRelay | None = None
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
 
     def uow(self) -> UnitOfWork:
-        return SqlUnitOfWork(self.engine)
+        wake = self.relay.wake if self.relay is not None else None
+        return SqlUnitOfWork(self.engine, on_outbox_commit=wake)
+
+    def pipeline_context(self) -> PipelineContext:
+        return PipelineContext(
+            settings=self.settings,
+            uow_factory=self.uow,
+            store=self.store,
+            cache=self.cache,
+            policy=AddressPolicy(allow_private=self.settings.allow_private_networks),
+        )
 
 
-async def bootstrap(settings: Settings) -> Services:
+async def bootstrap(
+    settings: Settings,
+    *,
+    with_broker: bool = False,
+    cache: ProductCache | None = None,
+    store: ImageStore | None = None,
+) -> Services:
+    """Build the adapters. `with_broker` adds the broker and the outbox relay (API
+    processes); `cache`/`store` let an embedded worker share the API's instances."""
     engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
-    return Services(
+    services = Services(
         settings=settings,
         engine=engine,
-        readiness={"database": lambda: ping_database(engine)},
+        store=store or build_image_store(settings.storage_url, settings.public_base_url),
+        cache=cache
+        or build_product_cache(
+            settings.cache_url,
+            ttl_seconds=settings.cache_ttl_seconds,
+            socket_timeout=settings.cache_socket_timeout_seconds,
+            breaker_cooldown=settings.cache_breaker_cooldown_seconds,
+        ),
+    )
+    services.readiness = {
+        "database": lambda: ping_database(engine),
+        "cache": services.cache.ping,
+        "storage": services.store.ping,
+    }
+    if with_broker:
+        services.broker = build_broker_for(settings)
+        services.task_queue = DramatiqTaskQueue(services.broker)
+        services.relay = OutboxRelay(services.uow, services.task_queue)
+        services.readiness["broker"] = services.task_queue.ping
+    return services
+
+
+def build_broker_for(settings: Settings) -> dramatiq.Broker:
+    return build_broker(
+        settings.broker_url,
+        max_retries=settings.job_max_retries,
+        min_backoff_ms=settings.job_min_backoff_ms,
+        max_backoff_ms=settings.job_max_backoff_ms,
     )
 
 
-async def shutdown(services: Services) -> None:
-    if services.cache is not None:
+async def shutdown(services: Services, *, close_shared: bool = True) -> None:
+    if services.relay is not None:
+        await services.relay.stop()
+    if services.task_queue is not None:
+        await services.task_queue.close()
+    if close_shared:
         await services.cache.close()
+        await services.store.close()
     await services.engine.dispose()

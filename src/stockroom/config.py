@@ -15,7 +15,11 @@ class Settings(BaseSettings):
     """Every setting of Stockroom; the defaults give the embedded, one-process mode."""
 
     model_config = SettingsConfigDict(
-        env_prefix="STOCKROOM_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="STOCKROOM_",
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
     )
 
     environment: Literal["development", "test", "production"] = "development"

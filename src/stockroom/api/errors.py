@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -103,6 +103,68 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StockroomError, _stockroom_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.openapi = _openapi_with_problems(app.openapi)  # type: ignore[method-assign]
+
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem details; `errors` lists each invalid field or CSV cell.",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+# Errors any operation of that kind can answer with, beyond what its route declares.
+_AUTH_ERRORS = {
+    "401": ("Missing, invalid or revoked token", {"WWW-Authenticate": True}),
+    "503": ("A dependency is down", {"Retry-After": True}),
+}
+_BODY_ERRORS = {"400": ("Malformed body", {})}
+
+
+def _openapi_with_problems(generate: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """Document what the handlers above really send: every error as problem+json, and the
+    401/503 (authenticated routes) and 400 (JSON bodies) that routes do not declare."""
+    documented: dict[str, Any] | None = None
+
+    def openapi() -> dict[str, Any]:
+        nonlocal documented
+        if documented is None:
+            documented = generate()
+            _document_problems(documented)
+        return documented
+
+    return openapi
+
+
+def _document_problems(schema: dict[str, Any]) -> None:
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = _PROBLEM_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)  # replaced by Problem below
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            extra = dict(_AUTH_ERRORS) if operation.get("security") else {}
+            if "requestBody" in operation:
+                extra |= _BODY_ERRORS
+            for status, (description, headers) in extra.items():
+                response = responses.setdefault(status, {"description": description})
+                response.setdefault("headers", {}).update(
+                    {
+                        name: {"required": required, "schema": {"type": "string"}}
+                        for name, required in headers.items()
+                    }
+                )
+            for status, response in responses.items():
+                if status[0] in "45":
+                    response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
 
 
 def _field_error(error: FieldError) -> dict[str, Any]:

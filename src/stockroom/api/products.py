@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
-from stockroom.api.deps import CurrentUser, ServicesDep, UowDep
+from stockroom.api.deps import CurrentUser, RequestId, ServicesDep, UowDep
 from stockroom.api.fields import Text
 from stockroom.api.schemas import (
     ProductCreate,
@@ -41,6 +41,7 @@ async def create_product(
     body: ProductCreate,
     user: CurrentUser,
     uow: UowDep,
+    request_id: RequestId,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     draft = NewProduct(
@@ -56,7 +57,7 @@ async def create_product(
         if idempotency_key
         else None
     )
-    created = await products.create_product(uow, user, draft, key)
+    created = await products.create_product(uow, user, draft, key, request_id)
     headers = {"Location": f"/products/{created.product.id}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -113,9 +114,12 @@ async def update_product(
     user: CurrentUser,
     uow: UowDep,
     services: ServicesDep,
+    request_id: RequestId,
 ) -> Response:
     changes = body.model_dump(exclude_unset=True)
-    product = await products.update_product(uow, user, product_id, changes, services.cache)
+    product = await products.update_product(
+        uow, user, product_id, changes, services.cache, request_id
+    )
     return Response(product_json(product), media_type=JSON)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from stockroom.api.fields import Description, ImageUrl, Price, ProductName, Sku
 from stockroom.domain import rules
@@ -15,6 +16,13 @@ from stockroom.domain.models import Product
 _FORBID = ConfigDict(extra="forbid")
 ImageList = Annotated[list[ImageUrl], Field(max_length=rules.MAX_IMAGES)]
 UserIdField = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+def _without_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # a null default would contradict the non-null type
+
+
+_OMITTABLE: Any = Field(default=None, json_schema_extra=_without_default)
 
 
 class ProductCreate(BaseModel):
@@ -29,16 +37,19 @@ class ProductCreate(BaseModel):
 
 
 class ProductUpdate(BaseModel):
-    """Every field optional; only the fields sent are changed (null clears optional ones)."""
+    """Every field optional; only the fields sent are changed (null clears optional ones).
+
+    Required fields may be omitted but not nulled, so their schema leaves `null` out.
+    """
 
     model_config = _FORBID
 
-    product_name: ProductName | None = None
-    product_price: Price | None = None
+    product_name: ProductName | SkipJsonSchema[None] = _OMITTABLE
+    product_price: Price | SkipJsonSchema[None] = _OMITTABLE
     product_description: Description | None = None
-    product_images: ImageList | None = None
+    product_images: ImageList | SkipJsonSchema[None] = _OMITTABLE
     sku: Sku | None = None
-    user_id: UserIdField | None = None
+    user_id: UserIdField | SkipJsonSchema[None] = _OMITTABLE
 
     @field_validator("product_name", "product_price", "product_images", "user_id", mode="before")
     @classmethod

@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
-from stockroom.db.tables import product_images, products
+from stockroom.db.tables import image_jobs, product_images, products
 from stockroom.domain.errors import SkuTaken
-from stockroom.domain.models import ImageStatus, Product, ProductImage
+from stockroom.domain.models import ImageResult, ImageStatus, Product, ProductImage
 from stockroom.domain.products import parse_sort_value
 from stockroom.domain.queries import NewProduct, ProductQuery, ProductSort
 
@@ -111,9 +111,9 @@ class SqlProductRepository:
     async def delete(self, product_id: int) -> None:
         await self._conn.execute(delete(products).where(products.c.id == product_id))
 
-    async def add_images(self, product_id: int, images: Sequence[tuple[int, str]]) -> None:
+    async def add_images(self, product_id: int, images: Sequence[tuple[int, str]]) -> list[int]:
         if not images:
-            return
+            return []
         now = datetime.now(UTC)
         rows = [
             {
@@ -126,7 +126,65 @@ class SqlProductRepository:
             }
             for position, url in images
         ]
-        await self._conn.execute(insert(product_images), rows)
+        # One INSERT .. RETURNING per row keeps the ids in input order on both engines.
+        return [
+            int(
+                (
+                    await self._conn.execute(
+                        insert(product_images).values(row).returning(product_images.c.id)
+                    )
+                ).scalar_one()
+            )
+            for row in rows
+        ]
+
+    async def record_image_result(self, image_id: int, result: ImageResult) -> int | None:
+        return await self._update_image(
+            image_id,
+            status=ImageStatus.READY.value,
+            compressed_url=result.output_url,
+            output_key=result.output_key,
+            width=result.width,
+            height=result.height,
+            bytes_in=result.bytes_in,
+            bytes_out=result.bytes_out,
+            error=None,
+            error_code=None,
+        )
+
+    async def record_image_failure(self, image_id: int, error: str, error_code: str) -> int | None:
+        return await self._update_image(
+            image_id, status=ImageStatus.FAILED.value, error=error, error_code=error_code
+        )
+
+    async def set_image_status(self, image_id: int, status: ImageStatus) -> int | None:
+        return await self._update_image(image_id, status=status.value, error=None, error_code=None)
+
+    async def output_key_in_use(self, key: str) -> bool:
+        in_images = select(product_images.c.id).where(product_images.c.output_key == key)
+        in_jobs = select(image_jobs.c.id).where(
+            image_jobs.c.output_key == key, image_jobs.c.product_image_id.is_(None)
+        )
+        for statement in (in_images.limit(1), in_jobs.limit(1)):
+            if (await self._conn.execute(statement)).first() is not None:
+                return True
+        return False
+
+    async def _update_image(self, image_id: int, **values: object) -> int | None:
+        statement = (
+            update(product_images)
+            .where(product_images.c.id == image_id)
+            .values(**values, updated_at=datetime.now(UTC))
+            .returning(product_images.c.product_id)
+        )
+        product_id: int | None = (await self._conn.execute(statement)).scalar_one_or_none()
+        if product_id is not None:
+            await self._conn.execute(
+                update(products)
+                .where(products.c.id == product_id)
+                .values(updated_at=datetime.now(UTC))
+            )
+        return product_id
 
     async def move_images(self, moves: Sequence[tuple[int, int]]) -> None:
         for image_id, position in moves:

@@ -88,6 +88,7 @@ product_images = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_product_images_product_id", "product_id", "position"),
+    Index("ix_product_images_output_key", "output_key"),
 )
 
 idempotency_keys = Table(
@@ -101,4 +102,58 @@ idempotency_keys = Table(
     Column("resource_id", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("user_id", "scope", "key", name="uq_idempotency_keys_user_scope_key"),
+)
+
+image_jobs = Table(
+    "image_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    # A product image's job points at its row; a PATCH that drops the image deletes the row,
+    # and the job, finding no row, writes nothing.
+    Column(
+        "product_image_id",
+        BigId,
+        ForeignKey("product_images.id", ondelete="SET NULL"),
+    ),
+    Column("product_id", BigId),
+    Column("source_url", String(2048)),
+    Column("source_key", String(512)),
+    Column("operations", Text, nullable=False, server_default=text("'[]'")),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("error", Text),
+    Column("error_code", String(32)),
+    Column("output_key", String(512)),
+    Column("output_url", String(2048)),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("bytes_in", Integer),
+    Column("bytes_out", Integer),
+    Column("callback_url", String(2048)),
+    Column("request_id", String(128)),
+    Column("queue", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("dead_lettered_at", UTCDateTime),
+    Index("ix_image_jobs_user_created", "user_id", "created_at", "id"),
+    Index("ix_image_jobs_product_image_id", "product_image_id"),
+    Index("ix_image_jobs_output_key", "output_key"),
+    Index("ix_image_jobs_dead_lettered_at", "dead_lettered_at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("queue", String(64), nullable=False),
+    Column("request_id", String(128)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("published_at", UTCDateTime),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Index("ix_outbox_unpublished", "published_at", "id"),
 )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 
 import structlog
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
+from stockroom.db.image_jobs import SqlImageJobRepository, SqlOutboxRepository
 from stockroom.db.products import SqlProductRepository
 from stockroom.db.users import SqlIdempotencyRepository, SqlTokenRepository, SqlUserRepository
 from stockroom.domain.errors import DatabaseUnavailable
@@ -21,9 +23,14 @@ class SqlUnitOfWork:
     tokens: SqlTokenRepository
     products: SqlProductRepository
     idempotency: SqlIdempotencyRepository
+    image_jobs: SqlImageJobRepository
+    outbox: SqlOutboxRepository
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, on_outbox_commit: Callable[[], None] | None = None
+    ) -> None:
         self._engine = engine
+        self._on_outbox_commit = on_outbox_commit
         self._conn: AsyncConnection | None = None
         self._tx: AsyncTransaction | None = None
         self._after_commit: list[AfterCommit] = []
@@ -41,6 +48,8 @@ class SqlUnitOfWork:
         self.tokens = SqlTokenRepository(self._conn)
         self.products = SqlProductRepository(self._conn)
         self.idempotency = SqlIdempotencyRepository(self._conn)
+        self.image_jobs = SqlImageJobRepository(self._conn)
+        self.outbox = SqlOutboxRepository(self._conn)
         return self
 
     async def __aexit__(
@@ -63,6 +72,8 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         assert self._tx is not None
         await self._tx.commit()
+        if self.outbox.added and self._on_outbox_commit is not None:
+            self._on_outbox_commit()  # wake the relay: publish now, not at its next poll
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             try:

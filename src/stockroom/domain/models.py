@@ -79,3 +79,71 @@ class Product:
             image.compressed_url if image.status is ImageStatus.READY else None
             for image in self.images
         ]
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class JobKind(enum.StrEnum):
+    PRODUCT_IMAGE = "product_image"
+    STANDALONE = "standalone"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageJob:
+    """One unit of image work; the broker carries only its id."""
+
+    id: str
+    user_id: int
+    kind: JobKind
+    status: JobStatus
+    queue: str
+    operations: list[dict[str, object]]
+    created_at: datetime
+    product_image_id: int | None = None
+    product_id: int | None = None
+    source_url: str | None = None
+    source_key: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    error_code: str | None = None
+    output_key: str | None = None
+    output_url: str | None = None
+    width: int | None = None
+    height: int | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    callback_url: str | None = None
+    request_id: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    dead_lettered_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """What processing produced, written back to the job and its product image."""
+
+    output_key: str
+    output_url: str
+    width: int
+    height: int
+    bytes_in: int
+    bytes_out: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    id: int
+    job_id: str
+    actor: str
+    queue: str
+    request_id: str | None

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
-from stockroom.domain.models import ApiToken, Product, User
+from stockroom.domain.models import (
+    ApiToken,
+    ImageJob,
+    ImageResult,
+    ImageStatus,
+    JobStatus,
+    OutboxMessage,
+    Product,
+    User,
+)
 from stockroom.domain.queries import IdempotencyRecord, NewProduct, ProductQuery
 
 
@@ -107,8 +116,24 @@ class ProductRepository(Protocol):
 
     async def delete(self, product_id: int) -> None: ...
 
-    async def add_images(self, product_id: int, images: Sequence[tuple[int, str]]) -> None:
-        """Insert pending image rows, each as (position, source_url)."""
+    async def add_images(self, product_id: int, images: Sequence[tuple[int, str]]) -> list[int]:
+        """Insert pending image rows, each as (position, source_url); returns their ids."""
+        ...
+
+    async def record_image_result(self, image_id: int, result: ImageResult) -> int | None:
+        """Mark the image ready; returns its product id, or None if the row is gone."""
+        ...
+
+    async def record_image_failure(self, image_id: int, error: str, error_code: str) -> int | None:
+        """Mark the image failed; returns its product id, or None if the row is gone."""
+        ...
+
+    async def set_image_status(self, image_id: int, status: ImageStatus) -> int | None:
+        """Move the image to pending or processing (clearing any error); its product id."""
+        ...
+
+    async def output_key_in_use(self, key: str) -> bool:
+        """Whether any image row still points at this stored object."""
         ...
 
     async def move_images(self, moves: Sequence[tuple[int, int]]) -> None:
@@ -122,6 +147,60 @@ class IdempotencyRepository(Protocol):
     async def get(self, user_id: int, scope: str, key: str) -> IdempotencyRecord | None: ...
 
     async def add(self, record: IdempotencyRecord) -> None: ...
+
+
+class ImageJobRepository(Protocol):
+    async def add(self, job: ImageJob) -> None: ...
+
+    async def get(self, job_id: str) -> ImageJob | None: ...
+
+    async def start(self, job_id: str) -> ImageJob | None:
+        """Mark an unfinished job processing and count the attempt; None if it is finished
+        or gone (a redelivered message then does nothing twice)."""
+        ...
+
+    async def finish(self, job_id: str, fields: dict[str, object]) -> bool:
+        """Write the outcome of a job still processing; False if another delivery did."""
+        ...
+
+    async def update(self, job_id: str, fields: dict[str, object]) -> None: ...
+
+    async def search(
+        self,
+        *,
+        user_id: int | None,
+        status: JobStatus | None = None,
+        dead_lettered: bool = False,
+        standalone_only: bool = False,
+        limit: int = 20,
+        after: str | None = None,
+    ) -> list[ImageJob]: ...
+
+    async def unfinished(self) -> list[ImageJob]: ...
+
+
+class OutboxRepository(Protocol):
+    async def add(self, job_id: str, actor: str, queue: str, request_id: str | None) -> None: ...
+
+    async def claim(self, limit: int) -> list[OutboxMessage]:
+        """Lock up to `limit` unpublished messages (skipping ones another relay holds)."""
+        ...
+
+    async def mark_published(self, ids: Sequence[int]) -> None: ...
+
+
+class TaskQueue(Protocol):
+    """The broker, as the relay sees it: publish one job message by actor name."""
+
+    async def publish(self, message: OutboxMessage) -> None:
+        """Raises:
+        BrokerUnavailable: the broker did not take the message (it stays in the outbox).
+        """
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class UnitOfWork(Protocol):
@@ -138,6 +217,12 @@ class UnitOfWork(Protocol):
 
     @property
     def idempotency(self) -> IdempotencyRepository: ...
+
+    @property
+    def image_jobs(self) -> ImageJobRepository: ...
+
+    @property
+    def outbox(self) -> OutboxRepository: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -19,6 +19,7 @@ from stockroom.domain.errors import (
     ProductNotFound,
     UnknownUser,
 )
+from stockroom.domain.image_jobs import queue_product_images
 from stockroom.domain.models import Product, ProductImage, User
 from stockroom.domain.ports import ProductCache, UnitOfWork
 from stockroom.domain.queries import Cursor, IdempotencyRecord, NewProduct, ProductQuery
@@ -72,7 +73,11 @@ def owner_for(actor: User, user_id: int | None) -> int:
 
 
 async def create_product(
-    uow: UnitOfWork, actor: User, draft: NewProduct, idempotency: IdempotencyKey | None = None
+    uow: UnitOfWork,
+    actor: User,
+    draft: NewProduct,
+    idempotency: IdempotencyKey | None = None,
+    request_id: str | None = None,
 ) -> Created:
     """Create a product and its pending image rows in one transaction.
 
@@ -80,13 +85,17 @@ async def create_product(
     once the first commits, one more attempt replays the first's result.
     """
     try:
-        return await _create_product(uow, actor, draft, idempotency)
+        return await _create_product(uow, actor, draft, idempotency, request_id)
     except IdempotentRequestInFlight:
-        return await _create_product(uow, actor, draft, idempotency)
+        return await _create_product(uow, actor, draft, idempotency, request_id)
 
 
 async def _create_product(
-    uow: UnitOfWork, actor: User, draft: NewProduct, idempotency: IdempotencyKey | None
+    uow: UnitOfWork,
+    actor: User,
+    draft: NewProduct,
+    idempotency: IdempotencyKey | None,
+    request_id: str | None,
 ) -> Created:
     owner_id = owner_for(actor, draft.user_id)
     async with uow:
@@ -97,7 +106,14 @@ async def _create_product(
         if owner_id != actor.id and not await uow.users.exists(owner_id):
             raise UnknownUser(errors=[FieldError("user_id", "no user with this id")])
         product_id = await uow.products.add(draft, owner_id)
-        await uow.products.add_images(product_id, list(enumerate(draft.product_images)))
+        image_ids = await uow.products.add_images(product_id, list(enumerate(draft.product_images)))
+        await queue_product_images(
+            uow,
+            user_id=owner_id,
+            product_id=product_id,
+            images=list(zip(image_ids, draft.product_images, strict=True)),
+            request_id=request_id,
+        )
         if idempotency is not None:
             await uow.idempotency.add(
                 IdempotencyRecord(
@@ -152,6 +168,7 @@ async def update_product(
     product_id: int,
     changes: Mapping[str, object],
     cache: ProductCache | None = None,
+    request_id: str | None = None,
 ) -> Product:
     """Apply a partial update; a changed image list keeps the results of URLs that stay."""
     async with uow:
@@ -161,6 +178,7 @@ async def update_product(
             for name, value in changes.items()
             if name in ("product_name", "product_description", "product_price", "sku")
         }
+        owner_id = current.user_id
         if "user_id" in changes:
             new_owner = changes["user_id"]
             if not isinstance(new_owner, int):
@@ -173,7 +191,14 @@ async def update_product(
         if "product_images" in changes:
             urls = changes["product_images"]
             assert isinstance(urls, Sequence)
-            await _replace_images(uow, product_id, current.images, [str(u) for u in urls])
+            new = await _replace_images(uow, product_id, current.images, [str(u) for u in urls])
+            await queue_product_images(
+                uow,
+                user_id=owner_id,
+                product_id=product_id,
+                images=new,
+                request_id=request_id,
+            )
         product = await _get(uow, product_id)
         if cache is not None:
             uow.after_commit(lambda: cache.invalidate(product_id))
@@ -196,9 +221,10 @@ async def delete_product(
 
 async def _replace_images(
     uow: UnitOfWork, product_id: int, current: Sequence[ProductImage], urls: list[str]
-) -> list[int]:
+) -> list[tuple[int, str]]:
     """Match new URLs to existing rows (first unused row with the same URL keeps its
-    result), move the kept ones, drop the rest, insert the new ones as pending."""
+    result), move the kept ones, drop the rest, insert the new ones as pending.
+    Returns the new rows as (image_id, url): only those need processing."""
     unused: dict[str, list[ProductImage]] = {}
     for image in current:
         unused.setdefault(image.source_url, []).append(image)
@@ -215,8 +241,8 @@ async def _replace_images(
     dropped = [image.id for rest in unused.values() for image in rest]
     await uow.products.delete_images(dropped)
     await uow.products.move_images(moves)
-    await uow.products.add_images(product_id, new)
-    return dropped
+    new_ids = await uow.products.add_images(product_id, new)
+    return list(zip(new_ids, [url for _, url in new], strict=True))
 
 
 async def _replay(uow: UnitOfWork, prior: IdempotencyRecord, key: IdempotencyKey) -> Product:

@@ -1,0 +1,188 @@
+"""Image-job and outbox rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stockroom.db.tables import image_jobs, outbox
+from stockroom.domain.models import ImageJob, JobKind, JobStatus, OutboxMessage
+
+_UNFINISHED = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
+
+
+class SqlImageJobRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._conn = connection
+
+    async def add(self, job: ImageJob) -> None:
+        await self._conn.execute(
+            insert(image_jobs).values(
+                id=job.id,
+                user_id=job.user_id,
+                kind=job.kind.value,
+                product_image_id=job.product_image_id,
+                product_id=job.product_id,
+                source_url=job.source_url,
+                source_key=job.source_key,
+                operations=orjson.dumps(job.operations).decode(),
+                status=job.status.value,
+                callback_url=job.callback_url,
+                request_id=job.request_id,
+                queue=job.queue,
+                created_at=job.created_at,
+            )
+        )
+
+    async def get(self, job_id: str) -> ImageJob | None:
+        row = (
+            await self._conn.execute(select(image_jobs).where(image_jobs.c.id == job_id))
+        ).first()
+        return _job(row) if row else None
+
+    async def start(self, job_id: str) -> ImageJob | None:
+        now = datetime.now(UTC)
+        statement = (
+            update(image_jobs)
+            .where(image_jobs.c.id == job_id, image_jobs.c.status.in_(_UNFINISHED))
+            .values(
+                status=JobStatus.PROCESSING.value,
+                attempts=image_jobs.c.attempts + 1,
+                started_at=now,
+            )
+            .returning(image_jobs)
+        )
+        row = (await self._conn.execute(statement)).first()
+        return _job(row) if row else None
+
+    async def finish(self, job_id: str, fields: dict[str, object]) -> bool:
+        statement = (
+            update(image_jobs)
+            .where(image_jobs.c.id == job_id, image_jobs.c.status.in_(_UNFINISHED))
+            .values(**fields, finished_at=datetime.now(UTC))
+            .returning(image_jobs.c.id)
+        )
+        return (await self._conn.execute(statement)).first() is not None
+
+    async def update(self, job_id: str, fields: dict[str, object]) -> None:
+        await self._conn.execute(
+            update(image_jobs).where(image_jobs.c.id == job_id).values(**fields)
+        )
+
+    async def search(
+        self,
+        *,
+        user_id: int | None,
+        status: JobStatus | None = None,
+        dead_lettered: bool = False,
+        standalone_only: bool = False,
+        limit: int = 20,
+        after: str | None = None,
+    ) -> list[ImageJob]:
+        """Newest first; `after` is the id of the last job of the previous page."""
+        statement = select(image_jobs)
+        if user_id is not None:
+            statement = statement.where(image_jobs.c.user_id == user_id)
+        if status is not None:
+            statement = statement.where(image_jobs.c.status == status.value)
+        if dead_lettered:
+            statement = statement.where(image_jobs.c.dead_lettered_at.is_not(None))
+        if standalone_only:
+            statement = statement.where(image_jobs.c.kind == JobKind.STANDALONE.value)
+        if after is not None:
+            anchor = select(image_jobs.c.created_at).where(image_jobs.c.id == after)
+            created = (await self._conn.execute(anchor)).scalar_one_or_none()
+            if created is not None:
+                statement = statement.where(
+                    (image_jobs.c.created_at < created)
+                    | ((image_jobs.c.created_at == created) & (image_jobs.c.id < after))
+                )
+        statement = statement.order_by(image_jobs.c.created_at.desc(), image_jobs.c.id.desc())
+        rows = (await self._conn.execute(statement.limit(limit))).all()
+        return [_job(row) for row in rows]
+
+    async def unfinished(self) -> list[ImageJob]:
+        statement = select(image_jobs).where(image_jobs.c.status.in_(_UNFINISHED))
+        return [_job(row) for row in (await self._conn.execute(statement)).all()]
+
+
+class SqlOutboxRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._conn = connection
+        self.added = 0
+
+    async def add(self, job_id: str, actor: str, queue: str, request_id: str | None) -> None:
+        self.added += 1
+        await self._conn.execute(
+            insert(outbox).values(
+                job_id=job_id,
+                actor=actor,
+                queue=queue,
+                request_id=request_id,
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    async def claim(self, limit: int) -> list[OutboxMessage]:
+        statement = (
+            select(
+                outbox.c.id, outbox.c.job_id, outbox.c.actor, outbox.c.queue, outbox.c.request_id
+            )
+            .where(outbox.c.published_at.is_(None))
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        if self._conn.dialect.name == "postgresql":
+            statement = statement.with_for_update(skip_locked=True)
+        rows = (await self._conn.execute(statement)).all()
+        return [
+            OutboxMessage(
+                id=row.id,
+                job_id=row.job_id,
+                actor=row.actor,
+                queue=row.queue,
+                request_id=row.request_id,
+            )
+            for row in rows
+        ]
+
+    async def mark_published(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self._conn.execute(
+                update(outbox).where(outbox.c.id.in_(ids)).values(published_at=datetime.now(UTC))
+            )
+
+
+def _job(row: Row[Any]) -> ImageJob:
+    return ImageJob(
+        id=row.id,
+        user_id=row.user_id,
+        kind=JobKind(row.kind),
+        status=JobStatus(row.status),
+        queue=row.queue,
+        operations=orjson.loads(row.operations),
+        created_at=row.created_at,
+        product_image_id=row.product_image_id,
+        product_id=row.product_id,
+        source_url=row.source_url,
+        source_key=row.source_key,
+        attempts=row.attempts,
+        error=row.error,
+        error_code=row.error_code,
+        output_key=row.output_key,
+        output_url=row.output_url,
+        width=row.width,
+        height=row.height,
+        bytes_in=row.bytes_in,
+        bytes_out=row.bytes_out,
+        callback_url=row.callback_url,
+        request_id=row.request_id,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        dead_lettered_at=row.dead_lettered_at,
+    )

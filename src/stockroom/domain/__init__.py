@@ -1,0 +1,1 @@
+"""Plain Python: the models, rules and services of Stockroom; no framework imports."""

@@ -1,0 +1,205 @@
+"""Image jobs: queued in the same transaction as what they belong to (the outbox), then
+started, finished or failed by the pipeline, and redriven by an operator."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from stockroom.domain.errors import DeadLetterNotFound, ImageError, JobNotFound
+from stockroom.domain.models import (
+    ImageJob,
+    ImageResult,
+    ImageStatus,
+    JobKind,
+    JobStatus,
+    User,
+)
+from stockroom.domain.ports import ProductCache, UnitOfWork
+from stockroom.domain.users import require_admin
+
+PROCESS_IMAGE = "process_image"
+IMAGES_QUEUE = "images"
+SUPERSEDED = "superseded: the product image was removed or replaced before processing"
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+async def queue_product_images(
+    uow: UnitOfWork,
+    *,
+    user_id: int,
+    product_id: int,
+    images: Sequence[tuple[int, str]],
+    request_id: str | None,
+) -> list[str]:
+    """Add a job and an outbox row per (image_id, url), inside the caller's transaction."""
+    now = datetime.now(UTC)
+    job_ids = []
+    for image_id, url in images:
+        job = ImageJob(
+            id=new_job_id(),
+            user_id=user_id,
+            kind=JobKind.PRODUCT_IMAGE,
+            status=JobStatus.QUEUED,
+            queue=IMAGES_QUEUE,
+            operations=[],
+            created_at=now,
+            product_image_id=image_id,
+            product_id=product_id,
+            source_url=url,
+            request_id=request_id,
+        )
+        await uow.image_jobs.add(job)
+        await uow.outbox.add(job.id, PROCESS_IMAGE, IMAGES_QUEUE, request_id)
+        job_ids.append(job.id)
+    return job_ids
+
+
+async def start_job(
+    uow: UnitOfWork, job_id: str, cache: ProductCache | None = None
+) -> ImageJob | None:
+    """Claim a delivery of the job; None means there is nothing (more) to do."""
+    async with uow:
+        job = await uow.image_jobs.start(job_id)
+        if job is None:
+            return None
+        if job.kind is JobKind.PRODUCT_IMAGE and job.product_image_id is None:
+            await uow.image_jobs.finish(
+                job_id, {"status": JobStatus.FAILED.value, "error": SUPERSEDED}
+            )
+            await uow.commit()
+            return None
+        if job.product_image_id is not None:
+            product_id = await uow.products.set_image_status(
+                job.product_image_id, ImageStatus.PROCESSING
+            )
+            _invalidate_after_commit(uow, cache, product_id)
+        await uow.commit()
+    return job
+
+
+async def succeed_job(
+    uow: UnitOfWork, job: ImageJob, result: ImageResult, cache: ProductCache | None
+) -> bool:
+    """Write the result once; a job whose image row is gone writes nothing to products."""
+    async with uow:
+        written = await uow.image_jobs.finish(
+            job.id,
+            {
+                "status": JobStatus.SUCCEEDED.value,
+                "output_key": result.output_key,
+                "output_url": result.output_url,
+                "width": result.width,
+                "height": result.height,
+                "bytes_in": result.bytes_in,
+                "bytes_out": result.bytes_out,
+                "error": None,
+                "error_code": None,
+            },
+        )
+        if not written:
+            return False
+        if job.product_image_id is not None:
+            product_id = await uow.products.record_image_result(job.product_image_id, result)
+            _invalidate_after_commit(uow, cache, product_id)
+        await uow.commit()
+    return True
+
+
+async def fail_job(
+    uow: UnitOfWork,
+    job: ImageJob,
+    error: ImageError,
+    *,
+    final: bool,
+    cache: ProductCache | None,
+) -> None:
+    """Record an attempt's failure; a final one fails the job and dead-letters it."""
+    async with uow:
+        fields: dict[str, object] = {"error": error.detail, "error_code": error.code}
+        if final:
+            fields |= {"status": JobStatus.FAILED.value, "dead_lettered_at": datetime.now(UTC)}
+            if not await uow.image_jobs.finish(job.id, fields):
+                return
+        else:
+            await uow.image_jobs.update(job.id, fields)
+        if job.product_image_id is not None:
+            product_id = (
+                await uow.products.record_image_failure(
+                    job.product_image_id, error.detail, error.code
+                )
+                if final
+                else await uow.products.set_image_status(job.product_image_id, ImageStatus.PENDING)
+            )
+            _invalidate_after_commit(uow, cache, product_id)
+        await uow.commit()
+
+
+async def get_job(uow: UnitOfWork, actor: User, job_id: str) -> ImageJob:
+    async with uow:
+        job = await uow.image_jobs.get(job_id)
+    if job is None or (job.user_id != actor.id and not actor.is_admin):
+        raise JobNotFound()
+    return job
+
+
+async def list_dead_letters(
+    uow: UnitOfWork, actor: User, limit: int = 20, after: str | None = None
+) -> list[ImageJob]:
+    require_admin(actor)
+    async with uow:
+        return await uow.image_jobs.search(
+            user_id=None, dead_lettered=True, limit=limit, after=after
+        )
+
+
+async def redrive(
+    uow: UnitOfWork,
+    actor: User,
+    job_id: str,
+    request_id: str | None = None,
+    cache: ProductCache | None = None,
+) -> ImageJob:
+    """Put a dead-lettered job back in its queue, as new, through the outbox."""
+    require_admin(actor)
+    async with uow:
+        job = await uow.image_jobs.get(job_id)
+        if job is None or job.dead_lettered_at is None:
+            raise DeadLetterNotFound()
+        fields: dict[str, object] = {
+            "status": JobStatus.QUEUED.value,
+            "dead_lettered_at": None,
+            "attempts": 0,
+            "finished_at": None,
+        }
+        await uow.image_jobs.update(job_id, fields)
+        if job.product_image_id is not None:
+            product_id = await uow.products.set_image_status(
+                job.product_image_id, ImageStatus.PENDING
+            )
+            _invalidate_after_commit(uow, cache, product_id)
+        await uow.outbox.add(job.id, PROCESS_IMAGE, job.queue, request_id or job.request_id)
+        await uow.commit()
+    return job
+
+
+async def requeue_unfinished(uow: UnitOfWork) -> int:
+    """Embedded mode keeps its queue in memory: on start, queue again what a previous run
+    accepted but did not finish (the effect is idempotent, so a duplicate is harmless)."""
+    async with uow:
+        jobs = await uow.image_jobs.unfinished()
+        for job in jobs:
+            await uow.outbox.add(job.id, PROCESS_IMAGE, job.queue, job.request_id)
+        await uow.commit()
+    return len(jobs)
+
+
+def _invalidate_after_commit(
+    uow: UnitOfWork, cache: ProductCache | None, product_id: int | None
+) -> None:
+    if cache is not None and product_id is not None:
+        uow.after_commit(lambda: cache.invalidate(product_id))

@@ -1,0 +1,64 @@
+"""Dramatiq actors: thin entrypoints that take a job id and call the pipeline service.
+
+Declared on an explicit broker (no import-time global). The actor itself is synchronous:
+it reads the message (retries, request id) on the worker thread, where Dramatiq's
+CurrentMessage lives, then runs the async pipeline on the worker's event loop thread with
+those values passed explicitly and bound into that task's structlog context."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import dramatiq
+import structlog
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware import CurrentMessage
+
+from stockroom.config import Settings
+from stockroom.domain.image_jobs import IMAGES_QUEUE, PROCESS_IMAGE
+from stockroom.pipeline.processing import PipelineContext, run_image_job
+
+ContextFactory = Callable[[], Awaitable[PipelineContext]]
+
+
+def declare_actors(
+    broker: dramatiq.Broker, settings: Settings, context: ContextFactory
+) -> dramatiq.Actor[Any, Any]:
+    max_retries = settings.job_max_retries
+
+    def retry_when(retries: int, exc: BaseException) -> bool:
+        """Permanent image errors (404, not an image, too large) are not worth a retry."""
+        return not getattr(exc, "permanent", False) and retries < max_retries
+
+    async def run(job_id: str, message_id: str, request_id: str | None, last: bool) -> None:
+        structlog.contextvars.bind_contextvars(
+            job_id=job_id, message_id=message_id, request_id=request_id
+        )
+        await run_image_job(job_id, await context(), last_attempt=last)
+
+    def process_image(job_id: str) -> None:
+        message = CurrentMessage.get_current_message()
+        assert message is not None, "the CurrentMessage middleware is required"
+        retries = int(message.options.get("retries", 0))
+        loop = get_event_loop_thread()
+        assert loop is not None, "the AsyncIO middleware is required"
+        loop.run_coroutine(
+            run(
+                job_id,
+                message.message_id,
+                message.options.get("request_id"),
+                retries >= max_retries,
+            )
+        )
+
+    actor: dramatiq.Actor[Any, Any] = dramatiq.actor(
+        broker=broker,
+        actor_name=PROCESS_IMAGE,
+        queue_name=IMAGES_QUEUE,
+        max_retries=max_retries,
+        min_backoff=settings.job_min_backoff_ms,
+        max_backoff=settings.job_max_backoff_ms,
+        retry_when=retry_when,
+    )(process_image)
+    return actor

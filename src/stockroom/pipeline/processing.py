@@ -1,0 +1,150 @@
+"""The image pipeline service: one job from source bytes to a stored, written-back result.
+
+fetch (guarded) -> libvips -> object storage -> DB write-back -> cache invalidation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from stockroom.config import Settings
+from stockroom.domain import image_jobs
+from stockroom.domain.errors import (
+    ImageError,
+    ImageStorageError,
+    RetriesExhausted,
+    StockroomError,
+    Unavailable,
+)
+from stockroom.domain.models import ImageJob, ImageResult
+from stockroom.domain.operations import parse_operations_json
+from stockroom.domain.ports import ImageStore, ProductCache, UnitOfWorkFactory
+from stockroom.pipeline.address_policy import AddressPolicy
+from stockroom.pipeline.content_address import content_key
+from stockroom.pipeline.fetch import fetch_image
+from stockroom.pipeline.operations import process
+
+log = structlog.get_logger("stockroom.pipeline")
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """What the pipeline needs, built once per worker process (or embedded app)."""
+
+    settings: Settings
+    uow_factory: UnitOfWorkFactory
+    store: ImageStore
+    cache: ProductCache | None
+    policy: AddressPolicy
+
+
+async def run_image_job(job_id: str, ctx: PipelineContext, *, last_attempt: bool) -> None:
+    """Process one delivery of a job. Raises on failure so the broker retries or
+    dead-letters it, after the failure is recorded in the database."""
+    job = await image_jobs.start_job(ctx.uow_factory(), job_id, ctx.cache)
+    if job is None:
+        log.info("image.skipped", job_id=job_id, reason="finished, superseded or missing")
+        return
+    bound = log.bind(job_id=job.id, product_id=job.product_id, attempt=job.attempts)
+    started = time.perf_counter()
+    try:
+        result = await _produce(job, ctx, bound)
+    except Exception as exc:
+        await _record_failure(job, ctx, exc, last_attempt=last_attempt, log=bound)
+        raise
+    written = await image_jobs.succeed_job(ctx.uow_factory(), job, result, ctx.cache)
+    bound.info(
+        "image.processed",
+        ms=round((time.perf_counter() - started) * 1000, 1),
+        bytes_in=result.bytes_in,
+        bytes_out=result.bytes_out,
+        width=result.width,
+        height=result.height,
+        written=written,
+    )
+
+
+async def _produce(
+    job: ImageJob, ctx: PipelineContext, bound: structlog.BoundLogger
+) -> ImageResult:
+    settings = ctx.settings
+    fetched_at = time.perf_counter()
+    source = await _source_bytes(job, ctx)
+    bound.info(
+        "image.fetched",
+        ms=round((time.perf_counter() - fetched_at) * 1000, 1),
+        bytes=len(source),
+    )
+    ops = parse_operations_json(job.operations)
+    processed = await asyncio.to_thread(
+        process,
+        source,
+        ops or None,
+        jpeg_quality=settings.jpeg_quality,
+        max_pixels=settings.max_image_pixels,
+    )
+    key = content_key(source, ops, processed.extension, jpeg_quality=settings.jpeg_quality)
+    try:
+        url = await ctx.store.put(key, processed.data, processed.content_type)
+    except Unavailable as exc:
+        raise ImageStorageError(f"storing the result failed: {exc.detail}") from exc
+    return ImageResult(
+        output_key=key,
+        output_url=url,
+        width=processed.width,
+        height=processed.height,
+        bytes_in=len(source),
+        bytes_out=len(processed.data),
+    )
+
+
+async def _source_bytes(job: ImageJob, ctx: PipelineContext) -> bytes:
+    if job.source_key is not None:  # an upload, kept in storage until processed
+        try:
+            return await ctx.store.get(job.source_key)
+        except Unavailable as exc:
+            raise ImageStorageError(f"reading the upload failed: {exc.detail}") from exc
+    assert job.source_url is not None
+    fetched = await fetch_image(
+        job.source_url,
+        ctx.policy,
+        max_bytes=ctx.settings.max_image_bytes,
+        timeout=ctx.settings.fetch_timeout_seconds,
+        max_redirects=ctx.settings.max_redirects,
+    )
+    return fetched.data
+
+
+async def _record_failure(
+    job: ImageJob,
+    ctx: PipelineContext,
+    exc: Exception,
+    *,
+    last_attempt: bool,
+    log: structlog.BoundLogger,
+) -> None:
+    error: ImageError
+    if isinstance(exc, ImageError) and (exc.permanent or not last_attempt):
+        error = exc
+    else:
+        detail = exc.detail if isinstance(exc, StockroomError) else type(exc).__name__
+        error = RetriesExhausted(f"gave up after {job.attempts} attempts; last error: {detail}")
+    final = error.permanent
+    log.warning(
+        "image.failed",
+        error_code=error.code,
+        error=error.detail,
+        final=final,
+        exc_info=not isinstance(exc, StockroomError),
+    )
+    try:
+        await image_jobs.fail_job(ctx.uow_factory(), job, error, final=final, cache=ctx.cache)
+    except Exception:
+        log.exception("image.failure_not_recorded")
+        return
+    if final:
+        log.error("image.dead_lettered", error_code=error.code)

@@ -1,0 +1,155 @@
+"""Running the actors: in `stockroom worker` processes (RabbitMQ), or inside the API
+process in embedded mode (`memory://`). Same actors, same pipeline, other broker."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import signal
+import threading
+import time
+from typing import Any
+
+import dramatiq
+import structlog
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware import AsyncIO, Middleware
+
+from stockroom.bootstrap import Services, bootstrap, build_broker_for, shutdown
+from stockroom.config import Settings
+from stockroom.domain.image_jobs import IMAGES_QUEUE
+from stockroom.domain.ports import ImageStore, ProductCache
+from stockroom.logs import configure_logging
+from stockroom.pipeline.actors import declare_actors
+from stockroom.pipeline.processing import PipelineContext
+
+log = structlog.get_logger("stockroom.worker")
+
+
+class WorkerRuntime:
+    """Builds the pipeline's services lazily, on the worker's event loop, where their
+    database connections must live; closes them on that loop at shutdown."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cache: ProductCache | None = None,
+        store: ImageStore | None = None,
+    ) -> None:
+        self._settings = settings
+        self._cache = cache
+        self._store = store
+        self._services: Services | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def context(self) -> PipelineContext:
+        if self._services is None:
+            self._lock = self._lock or asyncio.Lock()
+            async with self._lock:
+                if self._services is None:
+                    self._services = await bootstrap(
+                        self._settings, cache=self._cache, store=self._store
+                    )
+        return self._services.pipeline_context()
+
+    async def close(self) -> None:
+        if self._services is not None:
+            await shutdown(self._services, close_shared=self._cache is None)
+            self._services = None
+
+
+class RuntimeShutdown(Middleware):
+    """Closes the runtime on the event loop before the AsyncIO middleware stops it."""
+
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.runtime = runtime
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        loop = get_event_loop_thread()
+        if loop is not None:
+            loop.run_coroutine(self.runtime.close())
+
+
+def prepare_broker(
+    broker: dramatiq.Broker, settings: Settings, runtime: WorkerRuntime
+) -> dramatiq.Broker:
+    declare_actors(broker, settings, runtime.context)
+    # Dramatiq runs "after" hooks in reverse order: placed after AsyncIO, ours runs first,
+    # while the event loop is still up.
+    broker.add_middleware(RuntimeShutdown(runtime), after=AsyncIO)
+    return broker
+
+
+class EmbeddedWorker:
+    """The actors running inside the API process, on the in-memory broker."""
+
+    def __init__(self, services: Services) -> None:
+        assert services.broker is not None
+        self._broker = services.broker
+        self._runtime = WorkerRuntime(services.settings, cache=services.cache, store=services.store)
+        prepare_broker(self._broker, services.settings, self._runtime)
+        self._threads = services.settings.worker_threads
+        self._worker: dramatiq.Worker | None = None
+
+    def start(self) -> None:
+        # A short poll timeout lets the API shut down promptly (the default waits 1 s).
+        self._worker = dramatiq.Worker(
+            self._broker, worker_threads=self._threads, worker_timeout=100
+        )
+        self._worker.start()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        self._broker.close()
+
+
+def run_worker_process(settings: Settings, threads: int, queues: set[str] | None) -> None:
+    """One worker process: consume the queues until SIGTERM/SIGINT."""
+    configure_logging(settings.effective_log_format, settings.log_level)
+    runtime = WorkerRuntime(settings)
+    broker = prepare_broker(build_broker_for(settings), settings, runtime)
+    worker = dramatiq.Worker(broker, worker_threads=threads, queues=queues or {IMAGES_QUEUE})
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    log.info("worker.started", threads=threads, queues=sorted(queues or {IMAGES_QUEUE}))
+    stop.wait()
+    log.info("worker.stopping")
+    worker.stop()
+    broker.close()
+
+
+def run_workers(settings: Settings, processes: int, threads: int, queues: set[str] | None) -> None:
+    """Start `processes` worker processes and keep them running: one that dies (killed,
+    crashed) is replaced; its unacknowledged messages go back to the queue meanwhile."""
+    context = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+    children: list[Any] = []
+
+    def spawn() -> Any:
+        child = context.Process(
+            target=run_worker_process, args=(settings, threads, queues), daemon=False
+        )
+        child.start()
+        return child
+
+    def request_stop(*_: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    children = [spawn() for _ in range(processes)]
+    while not stopping.wait(0.5):
+        for index, child in enumerate(children):
+            if not child.is_alive():
+                log.warning("worker.replaced", pid=child.pid, exitcode=child.exitcode)
+                time.sleep(0.5)
+                children[index] = spawn()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout=30)
