@@ -25,8 +25,9 @@ class Options:
 
     @property
     def tag(self) -> str:
-        """Suffix of the results file: experiments never overwrite the baseline."""
-        return "".join(f"+{name}" for name in self.experiments)
+        """Suffix of the results file: quick runs and experiments never overwrite the
+        full baseline (`.bench/results-<section>.json`)."""
+        return "".join(f"+{name}" for name in self.experiments) + (".quick" if self.quick else "")
 
 
 @dataclass(frozen=True, slots=True)

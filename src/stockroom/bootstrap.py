@@ -62,9 +62,13 @@ async def bootstrap(
     services = Services(
         settings=settings,
         engine=engine,
-        store=store or build_image_store(settings.storage_url, settings.public_base_url),
+        store=store
+        if store is not None
+        else build_image_store(settings.storage_url, settings.public_base_url),
+        # `is not None`, not `or`: an empty in-memory cache is falsy (it has a __len__).
         cache=cache
-        or build_product_cache(
+        if cache is not None
+        else build_product_cache(
             settings.cache_url,
             ttl_seconds=settings.cache_ttl_seconds,
             socket_timeout=settings.cache_socket_timeout_seconds,

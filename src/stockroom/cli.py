@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 import uvicorn
 from rich.console import Console
+from rich.table import Table
 
 from stockroom.bootstrap import bootstrap, shutdown
 from stockroom.config import Settings, get_settings
 from stockroom.db.migrate import upgrade
+from stockroom.domain import image_jobs
 from stockroom.domain import users as user_service
 from stockroom.domain.errors import EmailTaken
-from stockroom.domain.models import IssuedToken, User
+from stockroom.domain.models import ImageJob, IssuedToken, User
 
 app = typer.Typer(help="Stockroom: product catalog with an asynchronous image pipeline.")
 users_app = typer.Typer(help="Manage users and their API tokens.")
+dlq_app = typer.Typer(help="Inspect and redrive dead-lettered image jobs.")
 app.add_typer(users_app, name="users")
+app.add_typer(dlq_app, name="dlq")
 console = Console(stderr=True)
+# The CLI runs with the operator's authority: the machine's shell is the admin boundary.
+_OPERATOR = User(
+    id=0, email="operator@localhost", name="cli", is_admin=True, created_at=datetime.now(UTC)
+)
 
 
 @app.command()
@@ -54,6 +63,111 @@ def serve(
         access_log=False,
         log_level=settings.log_level.lower(),
     )
+
+
+@app.command()
+def worker(
+    processes: Annotated[
+        int | None, typer.Option(help="Worker processes (default: STOCKROOM_WORKER_PROCESSES).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Threads per process (default: STOCKROOM_WORKER_THREADS).")
+    ] = None,
+    queue: Annotated[
+        list[str] | None, typer.Option(help="Queue to consume (repeatable; default: images).")
+    ] = None,
+) -> None:
+    """Consume image jobs from RabbitMQ until SIGTERM; dead processes are replaced."""
+    settings = get_settings()
+    if settings.is_embedded_broker:
+        console.print(
+            "[red]STOCKROOM_BROKER_URL is memory://: `serve` runs the workers itself.[/red]"
+        )
+        raise typer.Exit(2)
+    from stockroom.pipeline.worker import run_workers
+
+    run_workers(
+        settings,
+        processes or settings.worker_processes,
+        threads or settings.worker_threads,
+        set(queue) if queue else None,
+    )
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Jobs that failed for good: permanent errors and exhausted retries."""
+    jobs = asyncio.run(_dead_letters(get_settings(), limit))
+    if as_json:
+        for job in jobs:
+            typer.echo(json.dumps(_job_summary(job)))
+        return
+    table = Table("id", "kind", "product", "attempts", "code", "error", "dead-lettered")
+    for job in jobs:
+        table.add_row(
+            job.id,
+            job.kind.value,
+            str(job.product_id or ""),
+            str(job.attempts),
+            job.error_code or "",
+            (job.error or "")[:60],
+            job.dead_lettered_at.isoformat(timespec="seconds") if job.dead_lettered_at else "",
+        )
+    Console().print(table)
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids to redrive.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Redrive every dead letter.")] = False,
+) -> None:
+    """Put dead-lettered jobs back in their queue (the API's relay publishes them)."""
+    if not job_ids and not all_:
+        console.print("[red]name job ids, or pass --all[/red]")
+        raise typer.Exit(2)
+    count = asyncio.run(_redrive(get_settings(), job_ids or [], all_))
+    console.print(f"requeued {count} job(s)")
+
+
+async def _dead_letters(settings: Settings, limit: int) -> list[ImageJob]:
+    services = await bootstrap(settings)
+    try:
+        return await image_jobs.list_dead_letters(services.uow(), _OPERATOR, limit=limit)
+    finally:
+        await shutdown(services)
+
+
+async def _redrive(settings: Settings, job_ids: list[str], all_: bool) -> int:
+    services = await bootstrap(settings)
+    try:
+        if all_:
+            job_ids = [
+                job.id
+                for job in await image_jobs.list_dead_letters(
+                    services.uow(), _OPERATOR, limit=10_000
+                )
+            ]
+        for job_id in job_ids:
+            await image_jobs.redrive(services.uow(), _OPERATOR, job_id, cache=services.cache)
+        return len(job_ids)
+    finally:
+        await shutdown(services)
+
+
+def _job_summary(job: ImageJob) -> dict[str, object]:
+    return {
+        "id": job.id,
+        "kind": job.kind.value,
+        "product_id": job.product_id,
+        "source_url": job.source_url,
+        "attempts": job.attempts,
+        "error": job.error,
+        "error_code": job.error_code,
+        "dead_lettered_at": job.dead_lettered_at.isoformat() if job.dead_lettered_at else None,
+    }
 
 
 @users_app.command("create")

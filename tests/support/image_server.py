@@ -3,11 +3,13 @@
 Routes: `/image.jpg`, `/image.png`, `/status/<code>`, `/slow/<seconds>` (late headers),
 `/drip/<seconds>` (a body that trickles), `/huge/<bytes>` (declared length),
 `/unsized/<bytes>` (no length: only counting can stop it), `/reset` (TCP RST),
-`/redirect?to=<url>`, `/chain/<n>` (n redirects, then the JPEG), `/host` (echoes Host).
+`/redirect?to=<url>`, `/chain/<n>` (n redirects, then the JPEG), `/host` (echoes Host),
+`/text.txt` (text served as image/jpeg), `/photo/<n>.jpg` (a distinct photo per n).
 """
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 import sys
@@ -22,6 +24,14 @@ from urllib.parse import parse_qs, urlsplit
 from tests.support.images import photo_bytes
 
 JPEG = photo_bytes(64, 48, "jpeg")
+
+
+@functools.lru_cache(maxsize=512)
+def numbered_photo(n: int) -> bytes:
+    """A distinct photo-like JPEG per number, for runs over many images."""
+    return photo_bytes(320, 240, "jpeg", seed=n)
+
+
 PNG = photo_bytes(64, 48, "png", alpha=True)
 
 
@@ -59,6 +69,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._redirect(f"/chain/{int(arg) - 1}")
             else:
                 self._send(200, JPEG, "image/jpeg")
+        elif route == "text.txt":
+            self._send(200, b"this is not an image\n" * 20, "image/jpeg")  # a lying header
+        elif route == "photo":
+            self._send(200, numbered_photo(int(arg.split(".")[0])), "image/jpeg")
         elif route == "host":
             self._send(200, (self.headers.get("Host") or "").encode(), "text/plain")
         else:

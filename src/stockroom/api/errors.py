@@ -121,11 +121,11 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 # Errors any operation of that kind can answer with, beyond what its route declares.
-_AUTH_ERRORS = {
+_AUTH_ERRORS: dict[str, tuple[str, dict[str, bool]]] = {
     "401": ("Missing, invalid or revoked token", {"WWW-Authenticate": True}),
     "503": ("A dependency is down", {"Retry-After": True}),
 }
-_BODY_ERRORS = {"400": ("Malformed body", {})}
+_BODY_ERRORS: dict[str, tuple[str, dict[str, bool]]] = {"400": ("Malformed body", {})}
 
 
 def _openapi_with_problems(generate: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:

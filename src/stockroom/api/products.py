@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
+from pydantic import WithJsonSchema
 
 from stockroom.api.deps import CurrentUser, RequestId, ServicesDep, UowDep
 from stockroom.api.fields import Text
@@ -20,6 +20,7 @@ from stockroom.api.schemas import (
 )
 from stockroom.domain import products
 from stockroom.domain.pagination import decode_cursor, encode_cursor
+from stockroom.domain.product_reads import read_product
 from stockroom.domain.queries import NewProduct, ProductQuery, ProductSort
 
 router = APIRouter(prefix="/products", tags=["products"])
@@ -28,7 +29,11 @@ ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 IdempotencyKeyHeader = Annotated[
     Text | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
 ]
-PriceFilter = Annotated[Decimal | None, Query(ge=0, le=Decimal("99999999.99"))]
+PriceFilter = Annotated[
+    Decimal | None,
+    Query(ge=0, le=Decimal("99999999.99")),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,8}(\.[0-9]+)?$"}),
+]
 
 
 @router.post(
@@ -69,14 +74,18 @@ async def get_product(
     product_id: ProductId,
     user: CurrentUser,
     uow: UowDep,
+    services: ServicesDep,
     if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
 ) -> Response:
-    body = product_json(await products.get_product(uow, user, product_id))
-    etag = _etag(body)
-    headers = {"ETag": etag, "X-Cache": "MISS", "Cache-Control": "private, no-cache"}
-    if if_none_match and _matches(if_none_match, etag):
+    found = await read_product(uow, services.cache, user, product_id, product_json)
+    headers = {
+        "ETag": found.etag,
+        "X-Cache": "HIT" if found.cached else "MISS",
+        "Cache-Control": "private, no-cache",
+    }
+    if if_none_match and _matches(if_none_match, found.etag):
         return Response(status_code=304, headers=headers)
-    return Response(body, headers=headers, media_type=JSON)
+    return Response(found.body, headers=headers, media_type=JSON)
 
 
 @router.get("", response_model=ProductPage)
@@ -129,10 +138,6 @@ async def delete_product(
 ) -> Response:
     await products.delete_product(uow, user, product_id, services.cache)
     return Response(status_code=204)
-
-
-def _etag(body: bytes) -> str:
-    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
 
 
 def _matches(if_none_match: str, etag: str) -> bool:

@@ -15,7 +15,8 @@ from stockroom.domain.models import Product
 
 _FORBID = ConfigDict(extra="forbid")
 ImageList = Annotated[list[ImageUrl], Field(max_length=rules.MAX_IMAGES)]
-UserIdField = Annotated[int, Field(ge=1, le=2**63 - 1)]
+# Strict: a JSON `true` must not become user 1.
+UserIdField = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]
 
 
 def _without_default(schema: dict[str, Any]) -> None:

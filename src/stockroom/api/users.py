@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, StringConstraints
 
 from stockroom.api.deps import CurrentUser, UowDep
 from stockroom.api.fields import Text
@@ -23,7 +23,11 @@ def _email(value: str) -> str:
     return value
 
 
-Email = Annotated[Text, StringConstraints(max_length=320), AfterValidator(_email)]
+Email = Annotated[
+    Text,
+    StringConstraints(max_length=320, pattern=_EMAIL.pattern),
+    AfterValidator(_email),
+]
 Name = Annotated[Text, StringConstraints(min_length=1, max_length=255)]
 
 
@@ -32,7 +36,7 @@ class UserCreate(BaseModel):
 
     email: Email
     name: Name | None = None
-    is_admin: bool = False
+    is_admin: StrictBool = False
 
 
 class UserPublic(BaseModel):

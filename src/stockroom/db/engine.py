@@ -20,9 +20,19 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout on the hot path; a dropped
+        # connection is detected on use, invalidated, and that request answers 503.
+        pool_pre_ping=False,
         pool_recycle=1800,
-        connect_args={"server_settings": {"application_name": "stockroom"}},
+        connect_args={
+            "server_settings": {
+                "application_name": "stockroom",
+                # asyncpg prepares every statement; after five runs PostgreSQL may switch to
+                # a generic plan that cannot see the LIKE pattern or the price bound, and
+                # picks a 70 ms bitmap plan over a 1 ms index walk (docs/performance.md).
+                "plan_cache_mode": "force_custom_plan",
+            }
+        },
     )
 
 

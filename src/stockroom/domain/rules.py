@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ MAX_SKU_LENGTH = 64
 MAX_IMAGES = 20
 MAX_URL_LENGTH = 2048
 MAX_PRICE = Decimal("99999999.99")
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?", re.ASCII)
 
 
 def text_problem(value: str) -> str | None:
@@ -42,18 +44,21 @@ def parse_price(raw: object) -> Decimal:
         raise ValueError("must be a number or a decimal string")
     if isinstance(raw, float):
         raw = repr(raw)  # shortest round-trip form: 19.99 -> "19.99"
+    elif isinstance(raw, str) and not _DECIMAL_TEXT.fullmatch(raw.strip(" ")):
+        # Plain ASCII decimals only: no "1_000", "+5", "1e2" or non-ASCII digits.
+        raise ValueError("must be a number or a decimal string like 19.99")
     if isinstance(raw, int | Decimal):
         raw = str(raw)
     if not isinstance(raw, str):
         raise ValueError("must be a number or a decimal string")
     try:
-        value = Decimal(raw.strip())
+        value = Decimal(raw.strip(" "))
     except InvalidOperation:
         raise ValueError("must be a number or a decimal string") from None
     problem = price_problem(value)
     if problem:
         raise ValueError(problem)
-    return value.quantize(Decimal("0.01"))
+    return abs(value.quantize(Decimal("0.01")))  # abs: "-0" is 0.00, not -0.00
 
 
 def image_url_problem(url: str) -> str | None:
@@ -62,8 +67,8 @@ def image_url_problem(url: str) -> str | None:
     problem = text_problem(url)
     if problem:
         return problem
-    if any(ch.isspace() for ch in url):
-        return "must not contain whitespace"
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return "must not contain whitespace or control characters"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port

@@ -1,0 +1,166 @@
+"""The image pipeline end to end in embedded mode (in-process broker and workers), on
+SQLite and PostgreSQL, with images served by a local HTTP server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.conftest import Account
+from tests.support.image_server import ImageServer, serve_images
+from tests.support.waiting import settled_product
+
+from stockroom.config import Settings
+
+
+@pytest.fixture
+def images() -> Iterator[ImageServer]:
+    with serve_images() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Private addresses allowed (the image server is on loopback); quick retries."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="test",
+        database_url=database_url,
+        storage_url=f"file://{tmp_path / 'media'}",
+        public_base_url="http://testserver",
+        allow_private_networks=True,
+        job_max_retries=2,
+        job_min_backoff_ms=20,
+        job_max_backoff_ms=100,
+        worker_threads=2,
+        log_format="console",
+        log_level="WARNING",
+    )
+
+
+async def test_good_images_become_ready_and_bad_ones_fail_in_order(
+    client: httpx.AsyncClient, alice: Account, images: ImageServer, tmp_path: Path
+) -> None:
+    urls = [
+        images.url("image.jpg"),
+        images.url("image.png"),
+        images.url("status/404"),
+        images.url("text.txt"),
+    ]
+    created = await client.post(
+        "/products",
+        json={"product_name": "Lamp", "product_price": "5", "product_images": urls},
+        headers=alice.headers,
+    )
+
+    product = await settled_product(client, created.json()["id"], alice.headers)
+
+    assert product["product_images"] == urls
+    assert [image["status"] for image in product["images"]] == [
+        "ready",
+        "ready",
+        "failed",
+        "failed",
+    ]
+    assert [image["error_code"] for image in product["images"]] == [
+        None,
+        None,
+        "http_4xx",
+        "not_an_image",
+    ]
+    jpeg, png, missing, text = product["compressed_product_images"]
+    assert jpeg.startswith("http://testserver/media/img/")
+    assert jpeg.endswith(".jpg")
+    assert png.endswith(".png")  # transparency keeps an alpha-capable format
+    assert missing is None
+    assert text is None
+    served = await client.get(jpeg.removeprefix("http://testserver"))
+    assert served.status_code == 200
+    assert served.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert served.content[:2] == b"\xff\xd8"
+    assert product["images"][0]["bytes_out"] <= product["images"][0]["bytes_in"]
+
+
+async def test_transient_failures_retry_then_dead_letter_and_can_be_redriven(
+    client: httpx.AsyncClient, alice: Account, admin: Account, images: ImageServer
+) -> None:
+    created = await client.post(
+        "/products",
+        json={
+            "product_name": "Lamp",
+            "product_price": "5",
+            "product_images": [images.url("status/503")],
+        },
+        headers=alice.headers,
+    )
+
+    product = await settled_product(client, created.json()["id"], alice.headers)
+
+    assert product["images"][0]["status"] == "failed"
+    assert product["images"][0]["error_code"] == "retries_exhausted"
+    letters = (await client.get("/admin/dead-letters", headers=admin.headers)).json()["items"]
+    assert len(letters) == 1
+    assert letters[0]["attempts"] == 3  # the first try and two retries
+    assert letters[0]["error_code"] == "retries_exhausted"
+    assert (await client.get("/admin/dead-letters", headers=alice.headers)).status_code == 403
+
+    redriven = await client.post(
+        f"/admin/dead-letters/{letters[0]['id']}/retry", headers=admin.headers
+    )
+
+    assert redriven.status_code == 202
+    again = await settled_product(client, created.json()["id"], alice.headers)
+    assert again["images"][0]["error_code"] == "retries_exhausted"
+    after = (await client.get("/admin/dead-letters", headers=admin.headers)).json()["items"]
+    assert [letter["attempts"] for letter in after] == [3]  # it ran its retries again
+
+
+async def test_patch_queues_only_new_urls_and_keeps_results_of_the_rest(
+    client: httpx.AsyncClient, alice: Account, images: ImageServer
+) -> None:
+    jpeg, png = images.url("image.jpg"), images.url("image.png")
+    created = await client.post(
+        "/products",
+        json={"product_name": "Lamp", "product_price": "5", "product_images": [jpeg]},
+        headers=alice.headers,
+    )
+    first = await settled_product(client, created.json()["id"], alice.headers)
+
+    patched = await client.patch(
+        f"/products/{first['id']}", json={"product_images": [png, jpeg]}, headers=alice.headers
+    )
+
+    assert patched.json()["images"][1] == first["images"][0]  # kept, result and all
+    assert patched.json()["images"][0]["status"] in ("pending", "processing")
+    second = await settled_product(client, first["id"], alice.headers)
+    assert [image["status"] for image in second["images"]] == ["ready", "ready"]
+    assert second["compressed_product_images"][1] == first["compressed_product_images"][0]
+
+
+async def test_refused_address_fails_as_blocked_when_private_networks_are_off(
+    client: httpx.AsyncClient, alice: Account, settings: Settings, images: ImageServer
+) -> None:
+    # The app of this test allows private networks; a fresh one with the default does not.
+    from stockroom.app import create_app
+
+    strict = create_app(settings.model_copy(update={"allow_private_networks": False}))
+    async with strict.router.lifespan_context(strict):
+        transport = httpx.ASGITransport(app=strict)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            created = await http.post(
+                "/products",
+                json={
+                    "product_name": "Lamp",
+                    "product_price": "5",
+                    "product_images": [images.url("image.jpg"), "http://2130706433/a.jpg"],
+                },
+                headers=alice.headers,
+            )
+            product = await settled_product(http, created.json()["id"], alice.headers)
+
+    assert [image["error_code"] for image in product["images"]] == [
+        "blocked_address",
+        "blocked_address",
+    ]
