@@ -73,6 +73,7 @@ async def bootstrap(
             ttl_seconds=settings.cache_ttl_seconds,
             socket_timeout=settings.cache_socket_timeout_seconds,
             breaker_cooldown=settings.cache_breaker_cooldown_seconds,
+            key_prefix=settings.cache_key_prefix,
         ),
     )
     services.readiness = {

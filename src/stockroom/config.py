@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = Field(15.0, gt=0)
     max_redirects: int = Field(3, ge=0, le=10)
 
+    cache_key_prefix: str = Field("stockroom:", min_length=1, max_length=64)
     cache_ttl_seconds: int = Field(300, ge=1)
     cache_socket_timeout_seconds: float = Field(0.25, gt=0)
     cache_breaker_cooldown_seconds: float = Field(5.0, gt=0)
@@ -73,6 +74,17 @@ class Settings(BaseSettings):
     def _enforce_real_secrets(self) -> Settings:
         if self.environment == "production" and (self.webhook_secret or "") in _PLACEHOLDER_SECRETS:
             raise ValueError("STOCKROOM_WEBHOOK_SECRET must be set to a real secret in production")
+        return self
+
+    @model_validator(mode="after")
+    def _shared_cache_with_separate_workers(self) -> Settings:
+        """Workers in other processes cannot invalidate an in-process cache: refuse the
+        combination rather than serve stale products."""
+        if not self.is_embedded_broker and self.cache_url.startswith("memory:"):
+            raise ValueError(
+                "STOCKROOM_CACHE_URL=memory:// only works with the embedded broker (memory://); "
+                "with separate workers use redis:// (or none://)"
+            )
         return self
 
     @property

@@ -1,0 +1,239 @@
+"""The production shape: API (relay) and `stockroom worker` processes over a real
+RabbitMQ, PostgreSQL and S3 (moto_server), images served by a local HTTP server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from fastapi import FastAPI
+from tests.conftest import Account, make_account
+from tests.support.databases import empty_tables_sql
+from tests.support.image_server import ImageServer, serve_images
+from tests.support.moto import MOTO_CREDENTIALS, running_moto_server
+from tests.support.rabbitmq import private_vhost
+from tests.support.services import REDIS_URL, require
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import eventually, settled_product
+from tests.support.worker_process import running_worker, wait_for_children
+
+from stockroom.app import create_app
+from stockroom.bootstrap import Services
+from stockroom.config import Settings
+from stockroom.domain.models import JobStatus
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.xdist_group("rabbitmq")]
+
+
+@pytest.fixture(scope="module")
+def broker_url() -> Iterator[str]:
+    require("RabbitMQ", "127.0.0.1", 5672)
+    with private_vhost() as url:
+        if url is None:
+            pytest.skip("rabbitmqctl is not available to create a private vhost")
+        yield url
+
+
+@pytest.fixture(scope="module")
+def s3_url() -> Iterator[str]:
+    with running_moto_server() as endpoint:
+        bucket = f"stockroom-{uuid.uuid4().hex[:8]}"
+        boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", **_boto_creds()
+        ).create_bucket(Bucket=bucket)
+        yield f"s3://{bucket}?endpoint_url={endpoint}&region=us-east-1"
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[ImageServer]:
+    with serve_images() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def worker_env(postgres_url: str, broker_url: str, s3_url: str) -> dict[str, str]:
+    require("Redis", "127.0.0.1", 6379)
+    return {
+        "STOCKROOM_ENVIRONMENT": "test",
+        "STOCKROOM_DATABASE_URL": postgres_url,
+        "STOCKROOM_BROKER_URL": broker_url,
+        "STOCKROOM_STORAGE_URL": s3_url,
+        "STOCKROOM_CACHE_URL": REDIS_URL,
+        "STOCKROOM_CACHE_KEY_PREFIX": f"stockroom-test-{uuid.uuid4().hex[:8]}:",
+        "STOCKROOM_ALLOW_PRIVATE_NETWORKS": "true",
+        "STOCKROOM_JOB_MAX_RETRIES": "2",
+        "STOCKROOM_JOB_MIN_BACKOFF_MS": "50",
+        "STOCKROOM_JOB_MAX_BACKOFF_MS": "200",
+        "STOCKROOM_LOG_FORMAT": "json",
+        "VIPS_CONCURRENCY": "1",
+        **MOTO_CREDENTIALS,
+    }
+
+
+@pytest.fixture(scope="module")
+def worker(worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with running_worker(worker_env, log, processes=2) as pid:
+        wait_for_children(pid, 2)
+        yield pid
+
+
+def _boto_creds() -> dict[str, str]:
+    return {
+        "aws_access_key_id": MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+def _settings(env: dict[str, str], tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        key.removeprefix("STOCKROOM_").lower(): value
+        for key, value in env.items()
+        if key.startswith("STOCKROOM_")
+    }
+    values |= {"log_format": "console", "log_level": "WARNING", **overrides}
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in MOTO_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+
+
+async def _serve(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield app, client
+
+
+@pytest.fixture
+async def api(
+    worker_env: dict[str, str], worker: int, tmp_path: Path, aws_env: None
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    async for pair in _serve(_settings(worker_env, tmp_path)):
+        services: Services = pair[0].state.services
+        async with services.engine.begin() as connection:
+            for statement in empty_tables_sql("postgresql"):
+                await connection.exec_driver_sql(statement)
+        yield pair
+
+
+async def _create(client: httpx.AsyncClient, who: Account, urls: list[str]) -> dict[str, Any]:
+    response = await client.post(
+        "/products",
+        json={"product_name": "Lamp", "product_price": "9.50", "product_images": urls},
+        headers=who.headers,
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_worker_processes_compress_into_s3_in_order(
+    api: tuple[FastAPI, httpx.AsyncClient], images: ImageServer
+) -> None:
+    app, client = api
+    alice = await make_account(app.state.services, "alice@example.com")
+    urls = [
+        images.url("image.jpg"),
+        images.url("image.png"),
+        images.url("status/404"),
+        images.url("text.txt"),
+    ]
+
+    created = await _create(client, alice, urls)
+    product = await settled_product(client, created["id"], alice.headers)
+
+    assert [i["status"] for i in product["images"]] == ["ready", "ready", "failed", "failed"]
+    assert [i["error_code"] for i in product["images"]][2:] == ["http_4xx", "not_an_image"]
+    jpeg_url = product["compressed_product_images"][0]
+    assert "/img/" in jpeg_url
+    key = jpeg_url.split(f"{_bucket(app)}/", 1)[1]
+    stored = _s3(app).get_object(Bucket=_bucket(app), Key=key)
+    assert stored["ContentType"] == "image/jpeg"
+    assert stored["CacheControl"] == "public, max-age=31536000, immutable"
+
+
+async def test_broker_down_at_creation_loses_nothing(
+    worker_env: dict[str, str],
+    worker: int,
+    tmp_path: Path,
+    aws_env: None,
+    images: ImageServer,
+) -> None:
+    """The API reaches RabbitMQ through a proxy we cut; the workers keep their own link."""
+    async with TcpProxy("127.0.0.1", 5672, mode="refuse") as proxy:
+        vhost = worker_env["STOCKROOM_BROKER_URL"].rsplit("/", 1)[1]
+        settings = _settings(
+            worker_env, tmp_path, broker_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
+        )
+        async for app, client in _serve(settings):
+            alice = await make_account(app.state.services, f"{uuid.uuid4().hex}@example.com")
+
+            created = await _create(client, alice, [images.url("image.jpg")])
+            ready = await client.get("/ready")
+            pending = await client.get(f"/products/{created['id']}", headers=alice.headers)
+
+            assert created["images"][0]["status"] == "pending"
+            assert ready.status_code == 503
+            assert "broker" in ready.json()["detail"]
+            assert pending.json()["images"][0]["status"] == "pending"
+
+            proxy.set_mode("forward")
+            product = await settled_product(client, created["id"], alice.headers, timeout=60)
+
+            assert product["images"][0]["status"] == "ready"
+
+
+async def test_sigkill_of_a_worker_mid_batch_still_processes_every_image_once(
+    api: tuple[FastAPI, httpx.AsyncClient], images: ImageServer, worker: int
+) -> None:
+    app, client = api
+    services: Services = app.state.services
+    alice = await make_account(services, "bulk@example.com")
+    products = [
+        await _create(client, alice, [images.url(f"photo/{p * 10 + i}.jpg") for i in range(10)])
+        for p in range(10)
+    ]
+
+    async def some_ready() -> bool:
+        async with services.uow() as uow:
+            jobs = await uow.image_jobs.search(user_id=alice.id, limit=200)
+        return sum(job.status is JobStatus.SUCCEEDED for job in jobs) >= 10
+
+    await eventually(some_ready, timeout=60)
+    victim = wait_for_children(worker, 2)[0]
+    os.kill(victim, signal.SIGKILL)
+
+    for created in products:
+        product = await settled_product(client, created["id"], alice.headers, timeout=120)
+        assert {image["status"] for image in product["images"]} == {"ready"}
+    async with services.uow() as uow:
+        jobs = await uow.image_jobs.search(user_id=alice.id, limit=200)
+    assert len(jobs) == 100
+    assert {job.status for job in jobs} == {JobStatus.SUCCEEDED}
+    keys = {job.output_key for job in jobs}
+    assert len(keys) == 100  # one object per distinct source, none rewritten under a new name
+    listed = _s3(app).list_objects_v2(Bucket=_bucket(app), Prefix="img/")
+    assert {item["Key"] for item in listed.get("Contents", [])} >= keys
+    assert victim not in wait_for_children(worker, 2)  # the supervisor replaced it
+
+
+def _bucket(app: FastAPI) -> str:
+    url: str = app.state.services.settings.storage_url
+    return url.removeprefix("s3://").split("?", 1)[0].split("/", 1)[0]
+
+
+def _s3(app: FastAPI) -> Any:
+    endpoint = app.state.services.settings.storage_url.split("endpoint_url=", 1)[1].split("&")[0]
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **_boto_creds())
