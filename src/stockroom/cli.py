@@ -38,6 +38,19 @@ def migrate() -> None:
     settings = get_settings()
     upgrade(settings.database_url)
     console.print("[green]database is up to date[/green]")
+    if settings.storage_url.startswith("s3:"):
+        asyncio.run(_create_bucket(settings))
+        console.print("[green]bucket is ready[/green]")
+
+
+async def _create_bucket(settings: Settings) -> None:
+    from stockroom.adapters.storage import S3ImageStore
+
+    store = S3ImageStore.from_url(settings.storage_url)
+    try:
+        await store.create_bucket_if_missing()
+    finally:
+        await store.close()
 
 
 @app.command()

@@ -164,3 +164,32 @@ async def test_refused_address_fails_as_blocked_when_private_networks_are_off(
         "blocked_address",
         "blocked_address",
     ]
+
+
+async def test_delete_removes_processed_files_that_no_other_image_uses(
+    client: httpx.AsyncClient, alice: Account, images: ImageServer
+) -> None:
+    jpeg, png = images.url("image.jpg"), images.url("image.png")
+    body = {"product_name": "Lamp", "product_price": "5"}
+    first = (
+        await client.post(
+            "/products", json={**body, "product_images": [jpeg, png]}, headers=alice.headers
+        )
+    ).json()
+    second = (
+        await client.post(
+            "/products", json={**body, "product_images": [jpeg]}, headers=alice.headers
+        )
+    ).json()
+    done = await settled_product(client, first["id"], alice.headers)
+    await settled_product(client, second["id"], alice.headers)
+    shared, only_first = (
+        url.removeprefix("http://testserver") for url in done["compressed_product_images"]
+    )
+
+    assert (
+        await client.delete(f"/products/{first['id']}", headers=alice.headers)
+    ).status_code == 204
+
+    assert (await client.get(only_first)).status_code == 404
+    assert (await client.get(shared)).status_code == 200  # the second product still uses it

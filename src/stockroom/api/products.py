@@ -127,7 +127,7 @@ async def update_product(
 ) -> Response:
     changes = body.model_dump(exclude_unset=True)
     product = await products.update_product(
-        uow, user, product_id, changes, services.cache, request_id
+        uow, user, product_id, changes, services.cache, request_id, services.store
     )
     return Response(product_json(product), media_type=JSON)
 
@@ -136,7 +136,7 @@ async def update_product(
 async def delete_product(
     product_id: ProductId, user: CurrentUser, uow: UowDep, services: ServicesDep
 ) -> Response:
-    await products.delete_product(uow, user, product_id, services.cache)
+    await products.delete_product(uow, user, product_id, services.cache, services.store)
     return Response(status_code=204)
 
 

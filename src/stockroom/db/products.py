@@ -14,7 +14,7 @@ from sqlalchemy.sql import ColumnElement
 
 from stockroom.db.tables import image_jobs, product_images, products
 from stockroom.domain.errors import SkuTaken
-from stockroom.domain.models import ImageResult, ImageStatus, Product, ProductImage
+from stockroom.domain.models import ImageResult, ImageStatus, JobKind, Product, ProductImage
 from stockroom.domain.products import parse_sort_value
 from stockroom.domain.queries import NewProduct, ProductQuery, ProductSort
 
@@ -163,7 +163,7 @@ class SqlProductRepository:
     async def output_key_in_use(self, key: str) -> bool:
         in_images = select(product_images.c.id).where(product_images.c.output_key == key)
         in_jobs = select(image_jobs.c.id).where(
-            image_jobs.c.output_key == key, image_jobs.c.product_image_id.is_(None)
+            image_jobs.c.output_key == key, image_jobs.c.kind == JobKind.STANDALONE.value
         )
         for statement in (in_images.limit(1), in_jobs.limit(1)):
             if (await self._conn.execute(statement)).first() is not None:

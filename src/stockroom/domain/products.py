@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -17,15 +18,17 @@ from stockroom.domain.errors import (
     InvalidInput,
     NotAllowed,
     ProductNotFound,
+    Unavailable,
     UnknownUser,
 )
 from stockroom.domain.image_jobs import queue_product_images
 from stockroom.domain.models import Product, ProductImage, User
-from stockroom.domain.ports import ProductCache, UnitOfWork
+from stockroom.domain.ports import ImageStore, ProductCache, UnitOfWork
 from stockroom.domain.queries import Cursor, IdempotencyRecord, NewProduct, ProductQuery
 from stockroom.domain.queries import ProductSort as ProductSort
 from stockroom.domain.rules import price_problem
 
+log = logging.getLogger(__name__)
 CREATE_SCOPE = "products.create"
 CENT = Decimal("0.01")
 
@@ -169,8 +172,10 @@ async def update_product(
     changes: Mapping[str, object],
     cache: ProductCache | None = None,
     request_id: str | None = None,
+    store: ImageStore | None = None,
 ) -> Product:
     """Apply a partial update; a changed image list keeps the results of URLs that stay."""
+    dropped: list[ProductImage] = []
     async with uow:
         current = await _get_visible(uow, actor, product_id)
         fields = {
@@ -191,7 +196,9 @@ async def update_product(
         if "product_images" in changes:
             urls = changes["product_images"]
             assert isinstance(urls, Sequence)
-            new = await _replace_images(uow, product_id, current.images, [str(u) for u in urls])
+            new, dropped = await _replace_images(
+                uow, product_id, current.images, [str(u) for u in urls]
+            )
             await queue_product_images(
                 uow,
                 user_id=owner_id,
@@ -203,28 +210,53 @@ async def update_product(
         if cache is not None:
             uow.after_commit(lambda: cache.invalidate(product_id))
         await uow.commit()
+    if store is not None and dropped:
+        await remove_unused_outputs(uow, store, [image.output_key for image in dropped])
     return product
 
 
 async def delete_product(
-    uow: UnitOfWork, actor: User, product_id: int, cache: ProductCache | None = None
+    uow: UnitOfWork,
+    actor: User,
+    product_id: int,
+    cache: ProductCache | None = None,
+    store: ImageStore | None = None,
 ) -> Product:
-    """Delete the product and its image rows; returns what was deleted."""
+    """Delete the product and its image rows, then the processed files nobody else uses."""
     async with uow:
         product = await _get_visible(uow, actor, product_id)
         await uow.products.delete(product_id)
         if cache is not None:
             uow.after_commit(lambda: cache.invalidate(product_id))
         await uow.commit()
+    if store is not None:
+        await remove_unused_outputs(uow, store, [i.output_key for i in product.images])
     return product
+
+
+async def remove_unused_outputs(
+    uow: UnitOfWork, store: ImageStore, keys: Sequence[str | None]
+) -> None:
+    """Outputs are content-addressed, so another image may share one: delete only keys no
+    row points at. Runs after the commit; a storage failure leaves an orphan, not an error."""
+    async with uow:
+        unused = [
+            k for k in dict.fromkeys(keys) if k and not await uow.products.output_key_in_use(k)
+        ]
+    if not unused:
+        return
+    try:
+        await store.delete(unused)
+    except Unavailable:
+        log.warning("products.output_cleanup_failed keys=%d", len(unused))
 
 
 async def _replace_images(
     uow: UnitOfWork, product_id: int, current: Sequence[ProductImage], urls: list[str]
-) -> list[tuple[int, str]]:
+) -> tuple[list[tuple[int, str]], list[ProductImage]]:
     """Match new URLs to existing rows (first unused row with the same URL keeps its
     result), move the kept ones, drop the rest, insert the new ones as pending.
-    Returns the new rows as (image_id, url): only those need processing."""
+    Returns the new rows as (image_id, url), which need processing, and the dropped ones."""
     unused: dict[str, list[ProductImage]] = {}
     for image in current:
         unused.setdefault(image.source_url, []).append(image)
@@ -238,11 +270,11 @@ async def _replace_images(
                 moves.append((image.id, position))
         else:
             new.append((position, url))
-    dropped = [image.id for rest in unused.values() for image in rest]
-    await uow.products.delete_images(dropped)
+    dropped = [image for rest in unused.values() for image in rest]
+    await uow.products.delete_images([image.id for image in dropped])
     await uow.products.move_images(moves)
     new_ids = await uow.products.add_images(product_id, new)
-    return list(zip(new_ids, [url for _, url in new], strict=True))
+    return list(zip(new_ids, [url for _, url in new], strict=True)), dropped
 
 
 async def _replay(uow: UnitOfWork, prior: IdempotencyRecord, key: IdempotencyKey) -> Product:
