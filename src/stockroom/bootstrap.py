@@ -30,6 +30,7 @@ class Services:
     engine: AsyncEngine
     store: ImageStore
     cache: ProductCache
+    token_cache: ProductCache | None = None
     broker: dramatiq.Broker | None = None
     task_queue: DramatiqTaskQueue | None = None
     relay: OutboxRelay | None = None
@@ -66,16 +67,9 @@ async def bootstrap(
         if store is not None
         else build_image_store(settings.storage_url, settings.public_base_url),
         # `is not None`, not `or`: an empty in-memory cache is falsy (it has a __len__).
-        cache=cache
-        if cache is not None
-        else build_product_cache(
-            settings.cache_url,
-            ttl_seconds=settings.cache_ttl_seconds,
-            socket_timeout=settings.cache_socket_timeout_seconds,
-            breaker_cooldown=settings.cache_breaker_cooldown_seconds,
-            key_prefix=settings.cache_key_prefix,
-        ),
+        cache=cache if cache is not None else _product_cache(settings, "product:"),
     )
+    services.token_cache = _product_cache(settings, "token:")
     services.readiness = {
         "database": lambda: ping_database(engine),
         "cache": services.cache.ping,
@@ -87,6 +81,16 @@ async def bootstrap(
         services.relay = OutboxRelay(services.uow, services.task_queue)
         services.readiness["broker"] = services.task_queue.ping
     return services
+
+
+def _product_cache(settings: Settings, namespace: str) -> ProductCache:
+    return build_product_cache(
+        settings.cache_url,
+        ttl_seconds=settings.cache_ttl_seconds,
+        socket_timeout=settings.cache_socket_timeout_seconds,
+        breaker_cooldown=settings.cache_breaker_cooldown_seconds,
+        key_prefix=settings.cache_key_prefix + namespace,
+    )
 
 
 def build_broker_for(settings: Settings) -> dramatiq.Broker:
@@ -103,6 +107,8 @@ async def shutdown(services: Services, *, close_shared: bool = True) -> None:
         await services.relay.stop()
     if services.task_queue is not None:
         await services.task_queue.close()
+    if services.token_cache is not None:
+        await services.token_cache.close()
     if close_shared:
         await services.cache.close()
         await services.store.close()

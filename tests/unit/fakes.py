@@ -115,12 +115,12 @@ class FakeTokenRepository:
         self._t.tokens[token.id] = (token, token_hash)
         return token
 
-    async def delete(self, user_id: int, token_id: int) -> bool:
+    async def delete(self, user_id: int, token_id: int) -> str | None:
         row = self._t.tokens.get(token_id)
         if row is None or row[0].user_id != user_id:
-            return False
+            return None
         del self._t.tokens[token_id]
-        return True
+        return row[1]
 
 
 class FakeProductRepository:

@@ -38,7 +38,7 @@ async def get_current_user(
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("send an API token as `Authorization: Bearer <token>`")
-    user = await users.authenticate(services.uow(), credentials.credentials)
+    user = await users.authenticate(services.uow(), credentials.credentials, services.token_cache)
     request.scope.setdefault("state", {})["user_id"] = user.id
     return user
 

@@ -66,13 +66,14 @@ class SqlTokenRepository:
         row = (await self._conn.execute(statement)).one()
         return ApiToken(id=row.id, user_id=user_id, name=name, created_at=row.created_at)
 
-    async def delete(self, user_id: int, token_id: int) -> bool:
+    async def delete(self, user_id: int, token_id: int) -> str | None:
         statement = (
             delete(api_tokens)
             .where(api_tokens.c.id == token_id, api_tokens.c.user_id == user_id)
-            .returning(api_tokens.c.id)
+            .returning(api_tokens.c.token_hash)
         )
-        return (await self._conn.execute(statement)).first() is not None
+        token_hash: str | None = (await self._conn.execute(statement)).scalar_one_or_none()
+        return token_hash
 
 
 class SqlIdempotencyRepository:

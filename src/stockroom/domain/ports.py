@@ -100,8 +100,8 @@ class UserRepository(Protocol):
 class TokenRepository(Protocol):
     async def add(self, user_id: int, token_hash: str, name: str | None) -> ApiToken: ...
 
-    async def delete(self, user_id: int, token_id: int) -> bool:
-        """Delete the user's token; False when there is no such token of theirs."""
+    async def delete(self, user_id: int, token_id: int) -> str | None:
+        """Delete the user's token; returns its hash, or None when they have no such token."""
         ...
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
+from datetime import datetime
+
+import orjson
 
 from stockroom.domain.errors import (
     EmailTaken,
@@ -13,7 +17,7 @@ from stockroom.domain.errors import (
     UserNotFound,
 )
 from stockroom.domain.models import IssuedToken, User
-from stockroom.domain.ports import UnitOfWork
+from stockroom.domain.ports import ProductCache, UnitOfWork
 
 TOKEN_PREFIX = "sr_"  # noqa: S105 - a prefix, not a secret
 
@@ -41,15 +45,58 @@ async def create_user(
     return user, issued
 
 
-async def authenticate(uow: UnitOfWork, secret: str) -> User:
-    """The user owning `secret`; raises InvalidToken for unknown or revoked tokens."""
+async def authenticate(uow: UnitOfWork, secret: str, cache: ProductCache | None = None) -> User:
+    """The user owning `secret`; raises InvalidToken for unknown or revoked tokens.
+
+    With a cache, a known token costs no database query: the entry (token hash -> user) is
+    invalidated when the token is revoked, with the same generation guard as products, so
+    a revoked token stops working at once on every instance sharing the cache.
+    """
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         raise InvalidToken()
+    token_hash = hash_token(secret)
+    entry = await cache.read(token_cache_key(token_hash)) if cache is not None else None
+    if entry is not None and entry.body is not None:
+        cached_hash, _, user_json = entry.body.partition(b"\n")
+        if hmac.compare_digest(cached_hash, token_hash.encode()):
+            return _user_from_json(user_json)
     async with uow:
-        user = await uow.users.by_token_hash(hash_token(secret))
+        user = await uow.users.by_token_hash(token_hash)
     if user is None:
         raise InvalidToken()
+    if cache is not None and entry is not None:
+        body = token_hash.encode() + b"\n" + _user_to_json(user)
+        await cache.fill(token_cache_key(token_hash), body, entry.token)
     return user
+
+
+def token_cache_key(token_hash: str) -> int:
+    """The cache is keyed by integers: 63 bits of the hash (the entry holds the whole
+    hash, checked on every hit, so a collision can only cost a miss)."""
+    return int(token_hash[:16], 16) >> 1
+
+
+def _user_to_json(user: User) -> bytes:
+    return orjson.dumps(
+        {
+            "id": user.id,
+            "email": user.email,
+            "name": user.name,
+            "is_admin": user.is_admin,
+            "created_at": user.created_at,
+        }
+    )
+
+
+def _user_from_json(raw: bytes) -> User:
+    data = orjson.loads(raw)
+    return User(
+        id=data["id"],
+        email=data["email"],
+        name=data["name"],
+        is_admin=data["is_admin"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+    )
 
 
 async def create_token(uow: UnitOfWork, user: User, name: str | None = None) -> IssuedToken:
@@ -59,10 +106,15 @@ async def create_token(uow: UnitOfWork, user: User, name: str | None = None) -> 
     return issued
 
 
-async def revoke_token(uow: UnitOfWork, user: User, token_id: int) -> None:
+async def revoke_token(
+    uow: UnitOfWork, user: User, token_id: int, cache: ProductCache | None = None
+) -> None:
     async with uow:
-        if not await uow.tokens.delete(user.id, token_id):
+        token_hash = await uow.tokens.delete(user.id, token_id)
+        if token_hash is None:
             raise TokenNotFound()
+        if cache is not None:
+            uow.after_commit(lambda: cache.invalidate(token_cache_key(token_hash)))
         await uow.commit()
 
 

@@ -1,0 +1,177 @@
+"""GET /products/{id} through the cache, on the in-process cache and on real Redis:
+hits, authorisation on a hit, the delete/set race, tokens, and query counts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event
+from tests.conftest import Account
+from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
+from tests.support.services import REDIS_URL
+
+from stockroom.bootstrap import Services
+from stockroom.config import Settings
+from stockroom.domain.ports import CachedProduct, ProductCache
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def cache_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "redis":
+        require_redis()
+        yield REDIS_URL
+    else:
+        yield "memory://"
+
+
+@pytest.fixture
+async def settings(database_url: str, cache_url: str, tmp_path: Path) -> AsyncIterator[Settings]:
+    prefix = unique_prefix()
+    yield Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="test",
+        database_url=database_url,
+        cache_url=cache_url,
+        cache_key_prefix=prefix,
+        storage_url=f"file://{tmp_path / 'media'}",
+        log_format="console",
+        log_level="WARNING",
+    )
+    if cache_url.startswith("redis"):
+        client = require_redis()
+        await delete_prefix(client, prefix)
+        await client.aclose()
+
+
+class QueryCounter:
+    def __init__(self, services: Services) -> None:
+        self.count = 0
+        event.listen(services.engine.sync_engine, "before_cursor_execute", self._count)
+
+    def _count(self, *_: Any) -> None:
+        self.count += 1
+
+
+async def _create(client: httpx.AsyncClient, who: Account, name: str = "Lamp") -> int:
+    response = await client.post(
+        "/products", json={"product_name": name, "product_price": "3"}, headers=who.headers
+    )
+    assert response.status_code == 201
+    product_id: int = response.json()["id"]
+    return product_id
+
+
+async def test_second_read_is_a_hit_with_the_same_bytes_and_no_query(
+    client: httpx.AsyncClient, services: Services, alice: Account
+) -> None:
+    product_id = await _create(client, alice)
+    queries = QueryCounter(services)
+
+    first = await client.get(f"/products/{product_id}", headers=alice.headers)
+    after_miss = queries.count
+    second = await client.get(f"/products/{product_id}", headers=alice.headers)
+
+    assert first.headers["x-cache"] == "MISS"
+    assert second.headers["x-cache"] == "HIT"
+    assert second.content == first.content
+    assert second.headers["etag"] == first.headers["etag"]
+    assert after_miss <= 2  # the token lookup, then one select of the product with its images
+    assert queries.count == after_miss  # a hit (token and product) touches no database
+
+
+async def test_a_cached_product_is_never_served_to_another_user(
+    client: httpx.AsyncClient, alice: Account, bob: Account, admin: Account
+) -> None:
+    product_id = await _create(client, alice)
+    await client.get(f"/products/{product_id}", headers=alice.headers)
+
+    stranger = await client.get(f"/products/{product_id}", headers=bob.headers)
+    operator = await client.get(f"/products/{product_id}", headers=admin.headers)
+
+    assert stranger.status_code == 404
+    assert operator.status_code == 200
+    assert operator.headers["x-cache"] == "HIT"
+
+
+async def test_every_write_invalidates(client: httpx.AsyncClient, alice: Account) -> None:
+    product_id = await _create(client, alice)
+    url = f"/products/{product_id}"
+    await client.get(url, headers=alice.headers)
+
+    await client.patch(url, json={"product_name": "Floor lamp"}, headers=alice.headers)
+    after_patch = await client.get(url, headers=alice.headers)
+    await client.delete(url, headers=alice.headers)
+    after_delete = await client.get(url, headers=alice.headers)
+
+    assert after_patch.headers["x-cache"] == "MISS"
+    assert after_patch.json()["product_name"] == "Floor lamp"
+    assert after_delete.status_code == 404
+
+
+class PausedFill:
+    """Holds a reader between its database read and its cache fill, so a writer can
+    commit and invalidate in between: the interleaving that re-caches stale data."""
+
+    def __init__(self, inner: ProductCache) -> None:
+        self.inner = inner
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def read(self, product_id: int) -> CachedProduct:
+        return await self.inner.read(product_id)
+
+    async def fill(self, product_id: int, body: bytes, token: str | None) -> None:
+        self.reached.set()
+        await self.release.wait()
+        await self.inner.fill(product_id, body, token)
+
+    async def invalidate(self, product_id: int) -> None:
+        await self.inner.invalidate(product_id)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_read_that_loaded_the_old_row_cannot_recache_it_after_a_write(
+    client: httpx.AsyncClient, services: Services, alice: Account
+) -> None:
+    product_id = await _create(client, alice, name="Old name")
+    url = f"/products/{product_id}"
+    paused = PausedFill(services.cache)
+    services.cache = paused
+
+    slow_read = asyncio.create_task(client.get(url, headers=alice.headers))
+    await asyncio.wait_for(paused.reached.wait(), timeout=10)  # it holds the old row
+    services.cache = paused.inner
+    patched = await client.patch(url, json={"product_name": "New name"}, headers=alice.headers)
+    paused.release.set()
+    stale = await slow_read
+
+    fresh = await client.get(url, headers=alice.headers)
+
+    assert patched.status_code == 200
+    assert stale.json()["product_name"] == "Old name"  # it read before the write
+    assert fresh.json()["product_name"] == "New name"  # ...but did not re-cache that
+
+
+async def test_a_revoked_token_stops_working_at_once(
+    client: httpx.AsyncClient, alice: Account
+) -> None:
+    issued = (await client.post("/me/tokens", headers=alice.headers)).json()
+    extra = {"Authorization": f"Bearer {issued['token']}"}
+    assert (await client.get("/me", headers=extra)).status_code == 200
+    assert (await client.get("/me", headers=extra)).status_code == 200  # now cached
+
+    revoked = await client.delete(f"/me/tokens/{issued['id']}", headers=alice.headers)
+
+    assert revoked.status_code == 204
+    assert (await client.get("/me", headers=extra)).status_code == 401
+    assert (await client.get("/me", headers=alice.headers)).status_code == 200
