@@ -28,5 +28,18 @@ def configure_logging(fmt: Literal["json", "console"], level: str = "INFO") -> N
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s %(message)s")
+    # Libraries log through the standard library: render them the same way (JSON lines).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
     logging.getLogger("uvicorn.access").disabled = True  # our middleware logs each request
+    # The actor logs every failure itself (image.failed, with the traceback when it is not
+    # an expected image error); Dramatiq would add a traceback for each 404 or bad file.
+    logging.getLogger("dramatiq.worker.WorkerThread").setLevel(logging.CRITICAL)
