@@ -44,6 +44,7 @@ class Settings(BaseSettings):
 
     worker_processes: int = Field(2, ge=1, le=64)
     worker_threads: int = Field(1, ge=1, le=64)
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
     job_max_retries: int = Field(5, ge=0, le=50)
     job_min_backoff_ms: int = Field(1_000, ge=1)
     job_max_backoff_ms: int = Field(300_000, ge=1)

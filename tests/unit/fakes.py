@@ -307,6 +307,15 @@ class FakeImageJobRepository:
     async def unfinished(self) -> list[ImageJob]:
         return [job for job in self._t.jobs.values() if not job.finished]
 
+    async def counts(self) -> dict[str, int]:
+        jobs = list(self._t.jobs.values())
+        return {
+            "queued": sum(job.status is JobStatus.QUEUED for job in jobs),
+            "processing": sum(job.status is JobStatus.PROCESSING for job in jobs),
+            "dead_lettered": sum(job.dead_lettered_at is not None for job in jobs),
+            "outbox_unpublished": 0,
+        }
+
 
 class FakeOutboxRepository:
     def __init__(self, db: FakeDatabase, tables: Tables) -> None:

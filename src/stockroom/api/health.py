@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import orjson
 from fastapi import APIRouter, Response
@@ -10,6 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stockroom.api.deps import ServicesDep
 from stockroom.api.errors import problem
+from stockroom.domain import image_jobs
+from stockroom.domain.errors import Unavailable
+from stockroom.pipeline.metrics import JOBS_BY_STATE, OUTBOX_BACKLOG
 
 router = APIRouter(tags=["operations"])
 
@@ -42,5 +46,11 @@ async def ready(services: ServicesDep) -> Response:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
+async def metrics(services: ServicesDep) -> Response:
+    """Process metrics, plus queue depth and dead letters read from the database."""
+    with contextlib.suppress(Unavailable):
+        counts = await image_jobs.pipeline_counts(services.uow())
+        OUTBOX_BACKLOG.set(counts.pop("outbox_unpublished"))
+        for state, value in counts.items():
+            JOBS_BY_STATE.labels(state).set(value)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockroom.db.tables import image_jobs, outbox
@@ -105,6 +105,20 @@ class SqlImageJobRepository:
         statement = statement.order_by(image_jobs.c.created_at.desc(), image_jobs.c.id.desc())
         rows = (await self._conn.execute(statement.limit(limit))).all()
         return [_job(row) for row in rows]
+
+    async def counts(self) -> dict[str, int]:
+        by_status = (
+            select(image_jobs.c.status, func.count())
+            .where(image_jobs.c.status.in_(_UNFINISHED))
+            .group_by(image_jobs.c.status)
+        )
+        counts = dict.fromkeys(_UNFINISHED, 0)
+        counts |= {row[0]: int(row[1]) for row in await self._conn.execute(by_status)}
+        dead = select(func.count()).where(image_jobs.c.dead_lettered_at.is_not(None))
+        backlog = select(func.count()).where(outbox.c.published_at.is_(None))
+        counts["dead_lettered"] = int((await self._conn.execute(dead)).scalar_one())
+        counts["outbox_unpublished"] = int((await self._conn.execute(backlog)).scalar_one())
+        return counts
 
     async def unfinished(self) -> list[ImageJob]:
         statement = select(image_jobs).where(image_jobs.c.status.in_(_UNFINISHED))

@@ -142,6 +142,7 @@ image_jobs = Table(
     Index("ix_image_jobs_product_image_id", "product_image_id"),
     Index("ix_image_jobs_output_key", "output_key"),
     Index("ix_image_jobs_dead_lettered_at", "dead_lettered_at"),
+    Index("ix_image_jobs_status", "status"),
 )
 
 outbox = Table(

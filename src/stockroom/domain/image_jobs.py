@@ -203,3 +203,9 @@ def _invalidate_after_commit(
 ) -> None:
     if cache is not None and product_id is not None:
         uow.after_commit(lambda: cache.invalidate(product_id))
+
+
+async def pipeline_counts(uow: UnitOfWork) -> dict[str, int]:
+    """Queue depth and dead letters as the database sees them (the source of truth)."""
+    async with uow:
+        return await uow.image_jobs.counts()

@@ -178,6 +178,10 @@ class ImageJobRepository(Protocol):
 
     async def unfinished(self) -> list[ImageJob]: ...
 
+    async def counts(self) -> dict[str, int]:
+        """Jobs by state (queued, processing, dead_lettered) and unpublished outbox rows."""
+        ...
+
 
 class OutboxRepository(Protocol):
     async def add(self, job_id: str, actor: str, queue: str, request_id: str | None) -> None: ...

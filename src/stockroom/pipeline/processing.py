@@ -26,6 +26,7 @@ from stockroom.domain.ports import ImageStore, ProductCache, UnitOfWorkFactory
 from stockroom.pipeline.address_policy import AddressPolicy
 from stockroom.pipeline.content_address import content_key
 from stockroom.pipeline.fetch import fetch_image
+from stockroom.pipeline.metrics import IMAGE_BYTES, IMAGE_JOB_SECONDS, IMAGE_JOBS
 from stockroom.pipeline.operations import process
 
 log = structlog.get_logger("stockroom.pipeline")
@@ -47,6 +48,7 @@ async def run_image_job(job_id: str, ctx: PipelineContext, *, last_attempt: bool
     dead-letters it, after the failure is recorded in the database."""
     job = await image_jobs.start_job(ctx.uow_factory(), job_id, ctx.cache)
     if job is None:
+        IMAGE_JOBS.labels("skipped").inc()
         log.info("image.skipped", job_id=job_id, reason="finished, superseded or missing")
         return
     bound = log.bind(job_id=job.id, product_id=job.product_id, attempt=job.attempts)
@@ -57,9 +59,14 @@ async def run_image_job(job_id: str, ctx: PipelineContext, *, last_attempt: bool
         await _record_failure(job, ctx, exc, last_attempt=last_attempt, log=bound)
         raise
     written = await image_jobs.succeed_job(ctx.uow_factory(), job, result, ctx.cache)
+    seconds = time.perf_counter() - started
+    IMAGE_JOBS.labels("succeeded").inc()
+    IMAGE_JOB_SECONDS.observe(seconds)
+    IMAGE_BYTES.labels("in").inc(result.bytes_in)
+    IMAGE_BYTES.labels("out").inc(result.bytes_out)
     bound.info(
         "image.processed",
-        ms=round((time.perf_counter() - started) * 1000, 1),
+        ms=round(seconds * 1000, 1),
         bytes_in=result.bytes_in,
         bytes_out=result.bytes_out,
         width=result.width,
@@ -134,6 +141,7 @@ async def _record_failure(
         detail = exc.detail if isinstance(exc, StockroomError) else type(exc).__name__
         error = RetriesExhausted(f"gave up after {job.attempts} attempts; last error: {detail}")
     final = error.permanent
+    IMAGE_JOBS.labels("dead_lettered" if final else "retried").inc()
     log.warning(
         "image.failed",
         error_code=error.code,

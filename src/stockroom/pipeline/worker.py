@@ -12,6 +12,7 @@ from typing import Any
 
 import dramatiq
 import structlog
+from prometheus_client import start_http_server
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import AsyncIO, Middleware
 
@@ -106,9 +107,14 @@ class EmbeddedWorker:
         self._broker.close()
 
 
-def run_worker_process(settings: Settings, threads: int, queues: set[str] | None) -> None:
+def run_worker_process(
+    settings: Settings, threads: int, queues: set[str] | None, index: int = 0
+) -> None:
     """One worker process: consume the queues until SIGTERM/SIGINT."""
     configure_logging(settings.effective_log_format, settings.log_level)
+    if settings.worker_metrics_port:
+        # One port per process (base + index): Prometheus scrapes each worker directly.
+        start_http_server(settings.worker_metrics_port + index, addr="127.0.0.1")
     runtime = WorkerRuntime(settings)
     broker = prepare_broker(build_broker_for(settings), settings, runtime)
     worker = dramatiq.Worker(broker, worker_threads=threads, queues=queues or {IMAGES_QUEUE})
@@ -130,9 +136,9 @@ def run_workers(settings: Settings, processes: int, threads: int, queues: set[st
     stopping = threading.Event()
     children: list[Any] = []
 
-    def spawn() -> Any:
+    def spawn(index: int) -> Any:
         child = context.Process(
-            target=run_worker_process, args=(settings, threads, queues), daemon=False
+            target=run_worker_process, args=(settings, threads, queues, index), daemon=False
         )
         child.start()
         return child
@@ -142,13 +148,13 @@ def run_workers(settings: Settings, processes: int, threads: int, queues: set[st
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    children = [spawn() for _ in range(processes)]
+    children = [spawn(index) for index in range(processes)]
     while not stopping.wait(0.5):
         for index, child in enumerate(children):
             if not child.is_alive():
                 log.warning("worker.replaced", pid=child.pid, exitcode=child.exitcode)
                 time.sleep(0.5)
-                children[index] = spawn()
+                children[index] = spawn(index)
     for child in children:
         child.terminate()
     for child in children:
