@@ -12,9 +12,9 @@ from typing import Any
 
 import dramatiq
 import structlog
-from prometheus_client import start_http_server
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import AsyncIO, Middleware
+from prometheus_client import start_http_server
 
 from stockroom.bootstrap import Services, bootstrap, build_broker_for, shutdown
 from stockroom.config import Settings
