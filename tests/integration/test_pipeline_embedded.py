@@ -4,15 +4,20 @@ SQLite and PostgreSQL, with images served by a local HTTP server."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import Account
+from tests.conftest import Account, make_account
 from tests.support.image_server import ImageServer, serve_images
-from tests.support.waiting import settled_product
+from tests.support.waiting import eventually, settled_product
 
+from stockroom.app import create_app
+from stockroom.bootstrap import Services, bootstrap, shutdown
 from stockroom.config import Settings
+from stockroom.domain import products, users
+from stockroom.domain.queries import NewProduct
 
 
 @pytest.fixture
@@ -146,8 +151,6 @@ async def test_refused_address_fails_as_blocked_when_private_networks_are_off(
     client: httpx.AsyncClient, alice: Account, settings: Settings, images: ImageServer
 ) -> None:
     # The app of this test allows private networks; a fresh one with the default does not.
-    from stockroom.app import create_app
-
     strict = create_app(settings.model_copy(update={"allow_private_networks": False}))
     async with strict.router.lifespan_context(strict):
         transport = httpx.ASGITransport(app=strict)
@@ -196,3 +199,67 @@ async def test_delete_removes_processed_files_that_no_other_image_uses(
 
     assert (await client.get(only_first)).status_code == 404
     assert (await client.get(shared)).status_code == 200  # the second product still uses it
+
+
+async def test_a_job_replaced_by_a_patch_while_processing_does_not_overwrite_the_new_image(
+    client: httpx.AsyncClient, services: Services, alice: Account, images: ImageServer
+) -> None:
+    slow, png = images.url("slow/1.5"), images.url("image.png")
+    created = await client.post(
+        "/products",
+        json={"product_name": "Lamp", "product_price": "5", "product_images": [slow]},
+        headers=alice.headers,
+    )
+    url = f"/products/{created.json()['id']}"
+
+    async def processing() -> bool:
+        body = (await client.get(url, headers=alice.headers)).json()
+        return bool(body["images"][0]["status"] == "processing")
+
+    await eventually(processing, timeout=10, interval=0.02)
+    await client.patch(url, json={"product_images": [png]}, headers=alice.headers)
+    product = await settled_product(client, created.json()["id"], alice.headers)
+
+    async def every_job_finished() -> bool:  # the replaced one too, slow as it is
+        async with services.uow() as uow:
+            jobs = await uow.image_jobs.search(user_id=alice.id)
+        return len(jobs) == 2 and all(job.finished for job in jobs)
+
+    await eventually(every_job_finished, timeout=15)
+    again = (await client.get(url, headers=alice.headers)).json()
+
+    assert product["product_images"] == [png]
+    assert again["images"] == product["images"]
+    assert again["compressed_product_images"][0].endswith(".png")
+
+
+async def test_jobs_a_previous_run_left_unfinished_are_processed_at_start(
+    settings: Settings, images: ImageServer
+) -> None:
+    """The in-memory queue dies with its process: jobs it held are queued again at start."""
+    services = await bootstrap(settings)
+    try:
+        alice = await make_account(services, "restart@example.com")
+        user = await users.authenticate(services.uow(), alice.token)
+        created = await products.create_product(
+            services.uow(),
+            user,
+            NewProduct(
+                product_name="Lamp",
+                product_price=Decimal("5"),
+                product_images=(images.url("image.jpg"),),
+            ),
+        )
+        async with services.uow() as uow:  # as if the relay had handed it to the dead queue
+            await uow.outbox.mark_published([m.id for m in await uow.outbox.claim(100)])
+            await uow.commit()
+    finally:
+        await shutdown(services)
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            product = await settled_product(http, created.product.id, alice.headers)
+
+    assert product["images"][0]["status"] == "ready"

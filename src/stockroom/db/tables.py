@@ -20,6 +20,9 @@ from sqlalchemy import (
 
 from stockroom.db.types import BigId, Money, UTCDateTime
 
+# sqlite_autoincrement on every integer-keyed table: SQLite otherwise hands the id of the
+# last deleted row to the next insert, and a job for a replaced image would find the new
+# image under its old id.
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
@@ -38,6 +41,7 @@ users = Table(
     Column("name", String(255)),
     Column("is_admin", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 api_tokens = Table(
@@ -49,6 +53,7 @@ api_tokens = Table(
     Column("name", String(255)),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_api_tokens_user_id", "user_id"),
+    sqlite_autoincrement=True,
 )
 
 products = Table(
@@ -67,6 +72,7 @@ products = Table(
     Index("ix_products_user_created", "user_id", "created_at", "id"),
     Index("ix_products_user_price", "user_id", "product_price", "id"),
     Index("ix_products_user_name", "user_id", "product_name", "id"),
+    sqlite_autoincrement=True,
 )
 
 product_images = Table(
@@ -89,6 +95,7 @@ product_images = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_product_images_product_id", "product_id", "position"),
     Index("ix_product_images_output_key", "output_key"),
+    sqlite_autoincrement=True,
 )
 
 idempotency_keys = Table(
@@ -102,6 +109,7 @@ idempotency_keys = Table(
     Column("resource_id", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("user_id", "scope", "key", name="uq_idempotency_keys_user_scope_key"),
+    sqlite_autoincrement=True,
 )
 
 image_jobs = Table(
@@ -157,4 +165,5 @@ outbox = Table(
     Column("published_at", UTCDateTime),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Index("ix_outbox_unpublished", "published_at", "id"),
+    sqlite_autoincrement=True,
 )

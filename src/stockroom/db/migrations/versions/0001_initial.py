@@ -30,6 +30,8 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_users"),
         sa.UniqueConstraint("email", name="uq_users_email"),
+        # AUTOINCREMENT: SQLite must never reuse the id of a deleted row.
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "api_tokens",
@@ -43,6 +45,8 @@ def upgrade() -> None:
             ["user_id"], ["users.id"], name="fk_api_tokens_user_id_users", ondelete="CASCADE"
         ),
         sa.UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),
+        # AUTOINCREMENT: SQLite must never reuse the id of a deleted row.
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_api_tokens_user_id", "api_tokens", ["user_id"])
     op.create_table(
@@ -61,6 +65,8 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("product_price >= 0", name="ck_products_price_not_negative"),
         sa.UniqueConstraint("user_id", "sku", name="uq_products_user_id_sku"),
+        # AUTOINCREMENT: SQLite must never reuse the id of a deleted row.
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_products_user_created", "products", ["user_id", "created_at", "id"])
     op.create_index("ix_products_user_price", "products", ["user_id", "product_price", "id"])
@@ -96,6 +102,8 @@ def upgrade() -> None:
             name="fk_product_images_product_id_products",
             ondelete="CASCADE",
         ),
+        # AUTOINCREMENT: SQLite must never reuse the id of a deleted row.
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_product_images_product_id", "product_images", ["product_id", "position"])
     op.create_table(
@@ -112,6 +120,8 @@ def upgrade() -> None:
             ["user_id"], ["users.id"], name="fk_idempotency_keys_user_id_users", ondelete="CASCADE"
         ),
         sa.UniqueConstraint("user_id", "scope", "key", name="uq_idempotency_keys_user_scope_key"),
+        # AUTOINCREMENT: SQLite must never reuse the id of a deleted row.
+        sqlite_autoincrement=True,
     )
 
 

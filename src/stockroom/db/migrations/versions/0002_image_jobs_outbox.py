@@ -74,6 +74,8 @@ def upgrade() -> None:
         sa.Column("published_at", UTCDateTime),
         sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
         sa.PrimaryKeyConstraint("id", name="pk_outbox"),
+        # AUTOINCREMENT: SQLite must never reuse the id of a deleted row.
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_outbox_unpublished", "outbox", ["published_at", "id"])
     op.create_index("ix_product_images_output_key", "product_images", ["output_key"])
