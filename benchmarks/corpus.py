@@ -136,7 +136,6 @@ def _build(sources: list[Path], origin: str) -> dict[str, object]:
     big_name = f"big-{width}x{height}.jpg"
     big.jpegsave(str(CORPUS_DIR / big_name), Q=QUALITY, keep="none")
     sizes[big_name] = BIG_SIZE
-    del pyvips
     return {
         "version": MANIFEST_VERSION,
         "origin": origin,
@@ -152,7 +151,9 @@ def _picture(sources: list[Path], rng: random.Random, width: int, height: int, s
 
     if not sources:
         return _generated(width, height, seed)
-    source = pyvips.Image.new_from_file(str(rng.choice(sources)))
+    # Prefer photographs large enough for the crop (no upscaling); else the largest ones.
+    fitting = [p for p in sources if _fits(p, width, height)]
+    source = pyvips.Image.new_from_file(str(rng.choice(fitting or _largest(sources))))
     source = source.colourspace("srgb") if source.interpretation != "srgb" else source
     if source.bands > 3:
         source = source.extract_band(0, n=3)
@@ -167,6 +168,24 @@ def _picture(sources: list[Path], rng: random.Random, width: int, height: int, s
     if resized.width != width or resized.height != height:
         resized = resized.gravity("centre", width, height, extend="copy")
     return resized
+
+
+def _dimensions(path: Path) -> tuple[int, int]:
+    import pyvips
+
+    header = pyvips.Image.new_from_file(str(path))
+    return header.width, header.height
+
+
+def _fits(path: Path, width: int, height: int) -> bool:
+    source_w, source_h = _dimensions(path)
+    return source_w >= width and source_h >= height
+
+
+def _largest(sources: list[Path]) -> list[Path]:
+    areas = {path: _dimensions(path)[0] * _dimensions(path)[1] for path in sources}
+    top = max(areas.values())
+    return [path for path, area in areas.items() if area == top]
 
 
 def _generated(width: int, height: int, seed: int) -> object:

@@ -38,7 +38,7 @@ class DeadLetterPage(BaseModel):
 class Redriven(BaseModel):
     id: str
     status: str
-    status_url: str
+    product_id: int | None
 
 
 def dead_letter(job: ImageJob) -> DeadLetter:
@@ -82,4 +82,4 @@ async def retry_dead_letter(
     job_id: JobId, caller: CurrentUser, uow: UowDep, services: ServicesDep, request_id: RequestId
 ) -> Redriven:
     job = await image_jobs.redrive(uow, caller, job_id, request_id, services.cache)
-    return Redriven(id=job.id, status="queued", status_url=f"/jobs/{job.id}")
+    return Redriven(id=job.id, status="queued", product_id=job.product_id)
