@@ -11,11 +11,12 @@ from rich.console import Console
 
 from benchmarks import Options, Section, SectionResult
 from benchmarks.api import ApiBenchmark
+from benchmarks.pipeline import PipelineBenchmark
 from benchmarks.report import print_results, write_json
 from benchmarks.seed import EXPERIMENTS
 
-# Later issues append their sections (image pipeline, cache, ...) here.
-SECTIONS: list[Section] = [ApiBenchmark()]
+# Later issues append their sections here.
+SECTIONS: list[Section] = [ApiBenchmark(), PipelineBenchmark()]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

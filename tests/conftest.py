@@ -17,6 +17,7 @@ from stockroom.config import Settings
 from stockroom.domain import users
 from tests.support.databases import empty_tables_sql, postgres_database, sqlite_database
 from tests.support.services import require
+from tests.support.settings import make_settings
 
 
 @pytest.fixture(scope="session")
@@ -42,15 +43,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        database_url=database_url,
-        storage_url=f"file://{tmp_path / 'media'}",
-        public_base_url="http://testserver",
-        log_format="console",
-        log_level="WARNING",
-    )
+    return make_settings(database_url, tmp_path / "media")
 
 
 @pytest.fixture

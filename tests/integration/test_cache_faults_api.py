@@ -11,6 +11,7 @@ import httpx
 import pytest
 from tests.conftest import Account
 from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
+from tests.support.settings import make_settings
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
@@ -30,16 +31,13 @@ async def proxy() -> AsyncIterator[TcpProxy]:
 @pytest.fixture
 async def settings(database_url: str, proxy: TcpProxy, tmp_path: Path) -> AsyncIterator[Settings]:
     prefix = unique_prefix()
-    yield Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        database_url=database_url,
+    yield make_settings(
+        database_url,
+        tmp_path / "media",
         cache_url=f"redis://127.0.0.1:{proxy.port}/0",
         cache_key_prefix=prefix,
         cache_socket_timeout_seconds=SOCKET_TIMEOUT,
         cache_breaker_cooldown_seconds=3.0,  # longer than the 20 requests below take
-        storage_url=f"file://{tmp_path / 'media'}",
-        log_format="console",
         log_level="ERROR",
     )
     client = require_redis()

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from tests.conftest import Account, make_account
 from tests.support.image_server import ImageServer, serve_images
+from tests.support.settings import make_settings
 from tests.support.waiting import eventually, settled_product
 
 from stockroom.app import create_app
@@ -29,19 +30,14 @@ def images() -> Iterator[ImageServer]:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     """Private addresses allowed (the image server is on loopback); quick retries."""
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        database_url=database_url,
-        storage_url=f"file://{tmp_path / 'media'}",
-        public_base_url="http://testserver",
+    return make_settings(
+        database_url,
+        tmp_path / "media",
         allow_private_networks=True,
         job_max_retries=2,
         job_min_backoff_ms=20,
         job_max_backoff_ms=100,
         worker_threads=2,
-        log_format="console",
-        log_level="WARNING",
     )
 
 

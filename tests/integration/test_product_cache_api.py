@@ -14,6 +14,7 @@ from sqlalchemy import event
 from tests.conftest import Account
 from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
 from tests.support.services import REDIS_URL
+from tests.support.settings import make_settings
 
 from stockroom.bootstrap import Services
 from stockroom.config import Settings
@@ -32,15 +33,11 @@ def cache_url(request: pytest.FixtureRequest) -> Iterator[str]:
 @pytest.fixture
 async def settings(database_url: str, cache_url: str, tmp_path: Path) -> AsyncIterator[Settings]:
     prefix = unique_prefix()
-    yield Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        database_url=database_url,
+    yield make_settings(
+        database_url,
+        tmp_path / "media",
         cache_url=cache_url,
         cache_key_prefix=prefix,
-        storage_url=f"file://{tmp_path / 'media'}",
-        log_format="console",
-        log_level="WARNING",
     )
     if cache_url.startswith("redis"):
         client = require_redis()
