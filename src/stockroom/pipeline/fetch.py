@@ -9,6 +9,7 @@ still use the hostname, so there is no window between the check and the connect 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
@@ -99,6 +100,12 @@ class _CoreStream(httpx.AsyncByteStream):
         await self._response.aclose()
 
 
+@functools.cache
+def _verified_context() -> ssl.SSLContext:
+    """Loading the CA bundle takes milliseconds: do it once per process, not per download."""
+    return httpx.create_ssl_context()
+
+
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that only ever connects to addresses `policy` permits.
 
@@ -108,7 +115,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, policy: AddressPolicy, *, verify: ssl.SSLContext | bool = True) -> None:
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify),
+            ssl_context=_verified_context() if verify is True else httpx.create_ssl_context(verify),
             network_backend=_VettingBackend(policy),
             max_connections=10,
         )
