@@ -11,12 +11,13 @@ from rich.console import Console
 
 from benchmarks import Options, Section, SectionResult
 from benchmarks.api import ApiBenchmark
+from benchmarks.cache import CacheBenchmark
 from benchmarks.pipeline import PipelineBenchmark
 from benchmarks.report import print_results, write_json
 from benchmarks.seed import EXPERIMENTS
 
 # Later issues append their sections here.
-SECTIONS: list[Section] = [ApiBenchmark(), PipelineBenchmark()]
+SECTIONS: list[Section] = [ApiBenchmark(), PipelineBenchmark(), CacheBenchmark()]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

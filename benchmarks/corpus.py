@@ -18,6 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyvips
+
 from benchmarks import RESULTS_DIR
 
 CORPUS_DIR = RESULTS_DIR / "corpus"
@@ -102,8 +104,6 @@ def _photograph_sources() -> list[Path]:
         except (OSError, subprocess.SubprocessError, StopIteration) as exc:
             print(f"[corpus] no {PACKAGE} ({exc}); generating images", file=sys.stderr)
             return []
-    import pyvips
-
     found = []
     for path in sorted(unpacked.rglob("*.jpg")):
         if path.name.startswith("screenshot") or "images_dark" in path.parts:
@@ -115,8 +115,6 @@ def _photograph_sources() -> list[Path]:
 
 
 def _build(sources: list[Path], origin: str) -> dict[str, object]:
-    import pyvips
-
     rng = random.Random(42)
     sizes: dict[str, tuple[int, int]] = {}
     names = []
@@ -145,10 +143,10 @@ def _build(sources: list[Path], origin: str) -> dict[str, object]:
     }
 
 
-def _picture(sources: list[Path], rng: random.Random, width: int, height: int, seed: int) -> object:
+def _picture(
+    sources: list[Path], rng: random.Random, width: int, height: int, seed: int
+) -> pyvips.Image:
     """A `width` x `height` sRGB image: a random crop of a photograph, scaled to size."""
-    import pyvips
-
     if not sources:
         return _generated(width, height, seed)
     # Prefer photographs large enough for the crop (no upscaling); else the largest ones.
@@ -171,8 +169,6 @@ def _picture(sources: list[Path], rng: random.Random, width: int, height: int, s
 
 
 def _dimensions(path: Path) -> tuple[int, int]:
-    import pyvips
-
     header = pyvips.Image.new_from_file(str(path))
     return header.width, header.height
 
@@ -188,7 +184,7 @@ def _largest(sources: list[Path]) -> list[Path]:
     return [path for path, area in areas.items() if area == top]
 
 
-def _generated(width: int, height: int, seed: int) -> object:
+def _generated(width: int, height: int, seed: int) -> pyvips.Image:
     from tests.support.images import photo_like
 
     return photo_like(width, height, seed=seed)

@@ -21,6 +21,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import multiprocessing
 import os
 import secrets
@@ -100,7 +101,8 @@ def bare_throughput(paths: list[Path], processes: int, rounds: int) -> BareResul
     """The corpus `rounds` times through `process` in a pool of `processes` processes."""
     os.environ["VIPS_CONCURRENCY"] = "1"  # inherited by the spawned children
     context = multiprocessing.get_context("spawn")
-    with context.Pool(processes, initializer=_bare_init, initargs=([str(p) for p in paths],)) as pool:
+    files = [str(p) for p in paths]
+    with context.Pool(processes, initializer=_bare_init, initargs=(files,)) as pool:
         pool.map(_bare_one, [0, 1, 2, 3] * processes, chunksize=1)  # imports, first decodes
         jobs = list(range(len(paths))) * rounds
         watch = CpuWatch({"bare": lambda: process_tree(os.getpid())})
@@ -293,10 +295,12 @@ async def running_system(corpus: Corpus, token: str) -> AsyncIterator[System]:
         env,
         logs["api"],
     )
+    # INFO for the workers only: their `image.fetched` / `image.processed` events (two JSON
+    # lines per job) give the fetch and whole-job times behind the throughput.
     worker = _start(
         [str(bin_dir / "stockroom"), "worker", "--processes", str(WORKER_PROCESSES),
          "--threads", "1"],
-        env, logs["worker"],
+        {**env, "STOCKROOM_LOG_LEVEL": "INFO"}, logs["worker"],
     )  # fmt: skip
     db = await asyncpg.connect(DSN)
     api_url = f"http://127.0.0.1:{api_port}"
@@ -332,6 +336,7 @@ class EndToEnd:
     seconds: float
     post_seconds: float
     cpu: dict[str, float]
+    job_ms: dict[str, float]  # medians from the worker log: fetch, whole job
 
     @property
     def images_per_s(self) -> float:
@@ -340,6 +345,7 @@ class EndToEnd:
 
 async def end_to_end(system: System, names: list[str]) -> EndToEnd:
     batches = [names[i : i + IMAGES_PER_PRODUCT] for i in range(0, len(names), IMAGES_PER_PRODUCT)]
+    log_offset = system.logs["worker"].stat().st_size
     watch = CpuWatch(system.cpu_groups())
     watch.start()
     started_wall, started = time.time(), time.perf_counter()
@@ -347,7 +353,27 @@ async def end_to_end(system: System, names: list[str]) -> EndToEnd:
     post_seconds = time.perf_counter() - started
     last = await system.wait_ready(product_ids, len(names), timeout=600)
     cpu = watch.stop(time.perf_counter() - started)
-    return EndToEnd(len(names), last.timestamp() - started_wall, post_seconds, cpu)
+    await asyncio.sleep(0.2)  # the last `image.processed` line
+    job_ms = _job_times(system.logs["worker"], log_offset)
+    return EndToEnd(len(names), last.timestamp() - started_wall, post_seconds, cpu, job_ms)
+
+
+def _job_times(log: Path, offset: int) -> dict[str, float]:
+    """Median `ms` of the workers' `image.fetched` and `image.processed` events after
+    `offset` (processed: from the job's start to the stored result, before the DB write)."""
+    times: dict[str, list[float]] = {"image.fetched": [], "image.processed": []}
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if event.get("event") in times and "ms" in event:
+                    times[event["event"]].append(float(event["ms"]))
+    return {
+        f"{name}_median": round(statistics.median(values), 1)
+        for name, values in times.items()
+        if values
+    } | {f"{name}_sum_s": round(sum(values) / 1000, 2) for name, values in times.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +500,15 @@ async def _warm_up(system: System, corpus: Corpus) -> None:
     await system.wait_ready(ids, 8, timeout=120)
 
 
+def _sample(lat: Latency) -> dict[str, Any]:
+    return {
+        "image": lat.name,
+        "total_ms": round(lat.total_ms, 1),
+        "post_ms": round(lat.post_ms, 1),
+        **lat.stages_ms,
+    }
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -553,7 +588,8 @@ class PipelineBenchmark:
                     p50_ms=statistics.median(bare.per_image_ms),
                     p99_ms=_percentile(bare.per_image_ms, 0.99),
                     ratio=bare.images_per_s / bare2.images_per_s,
-                    note=f"bare {bare.cpu.get('bare', 0):.0f} machine {bare.cpu.get('machine', 0):.0f}",
+                    note=f"bare {bare.cpu.get('bare', 0):.0f} "
+                    f"machine {bare.cpu.get('machine', 0):.0f}",
                     extra={"images": bare.images, "seconds": round(bare.seconds, 2)},
                 )
             )
@@ -569,6 +605,7 @@ class PipelineBenchmark:
                     "images": e2e.images,
                     "seconds": round(e2e.seconds, 2),
                     "post_seconds": round(e2e.post_seconds, 2),
+                    "worker_log_ms": e2e.job_ms,
                     "cpu_percent_of_one_core": e2e.cpu,
                 },
             )
@@ -589,12 +626,8 @@ class PipelineBenchmark:
                 extra={
                     "p95_ms": p95,
                     "median_stage_ms": stages,
-                    "samples": [
-                        {"image": lat.name, "total_ms": round(lat.total_ms, 1),
-                         "post_ms": round(lat.post_ms, 1), **lat.stages_ms}
-                        for lat in latencies
-                    ],
-                },  # fmt: skip
+                    "samples": [_sample(lat) for lat in latencies],
+                },
             )
         )
         result.rows.append(
@@ -617,8 +650,12 @@ class PipelineBenchmark:
             f"median stages: {stages}",
             f"worker RSS with a 50 MP JPEG: peak {rss['peak_mb']:.0f} MB (target < "
             f"{TARGET_RSS_MB:.0f} MB: {'met' if rss['peak_mb'] < TARGET_RSS_MB else 'NOT met'}); "
-            f"processed in {rss['processing_ms']:.0f} ms, POST -> ready {rss['post_to_ready_ms']:.0f} ms",
+            f"processed in {rss['processing_ms']:.0f} ms, "
+            f"POST -> ready {rss['post_to_ready_ms']:.0f} ms",
             f"CPU during end to end (% of one core): {_cpu_note(e2e.cpu)}",
+            f"per job (worker log, medians): fetch {e2e.job_ms.get('image.fetched_median')} ms,"
+            f" whole job {e2e.job_ms.get('image.processed_median')} ms; bare process() median"
+            f" {statistics.median(bare2.per_image_ms):.0f} ms (2 processes)",
         ]
         result.notes.append(("Pipeline ratios and targets", "\n".join(lines)))
         result.meta["targets"] = {

@@ -62,6 +62,12 @@ def serve(
 ) -> None:
     """Start the API; in embedded mode (SQLite) migrate first."""
     settings = get_settings()
+    if workers > 1 and (settings.is_embedded_broker or settings.cache_url.startswith("memory:")):
+        console.print(
+            "[red]--workers > 1 needs a shared broker and cache (amqp://, redis://): "
+            "in-process ones would differ between the processes[/red]"
+        )
+        raise typer.Exit(2)
     if settings.database_url.startswith("sqlite") or demo:
         upgrade(settings.database_url)
     if demo:
@@ -239,17 +245,16 @@ async def _demo_user(settings: Settings) -> tuple[User, IssuedToken]:
 
 
 def _print_quickstart(host: str, port: int, token: str, user: User) -> None:
+    """Plain text on stdout: rich would wrap the curl lines at 80 columns in a pipe."""
     base = f"http://{host}:{port}"
-    console.print(f"\n[bold]Stockroom[/bold] on {base}  (API docs: {base}/docs)")
-    console.print(f"demo admin {user.email}, token:\n  [green]{token}[/green]\n")
-    console.print("Try:", highlight=False)
-    console.print(
+    typer.echo(
+        f"\nStockroom on {base}  (API docs: {base}/docs)\n"
+        f"demo admin {user.email}, token:\n  {token}\n\n"
+        "Try:\n"
         f"  export TOKEN={token}\n"
         f'  curl -s -X POST {base}/products -H "Authorization: Bearer $TOKEN" \\\n'
         "       -H 'Content-Type: application/json' \\\n"
         '       -d \'{"product_name": "Desk lamp", "product_price": "19.99", '
         '"product_images": []}\'\n'
-        f'  curl -s {base}/products -H "Authorization: Bearer $TOKEN"\n',
-        highlight=False,
-        markup=False,
+        f'  curl -s {base}/products -H "Authorization: Bearer $TOKEN"\n'
     )

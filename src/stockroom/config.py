@@ -73,8 +73,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _enforce_real_secrets(self) -> Settings:
-        if self.environment == "production" and (self.webhook_secret or "") in _PLACEHOLDER_SECRETS:
-            raise ValueError("STOCKROOM_WEBHOOK_SECRET must be set to a real secret in production")
+        secret = self.webhook_secret
+        if (
+            self.environment == "production"
+            and secret is not None
+            and secret in _PLACEHOLDER_SECRETS
+        ):
+            raise ValueError("STOCKROOM_WEBHOOK_SECRET is a placeholder: set a real secret")
         return self
 
     @model_validator(mode="after")

@@ -59,7 +59,7 @@ Price = Annotated[
         {
             "anyOf": [
                 {"type": "number", "minimum": 0, "maximum": float(rules.MAX_PRICE)},
-                {"type": "string", "pattern": r"^\s*\d{1,8}(\.\d{1,2})?\s*$"},
+                {"type": "string", "pattern": r"^ *[0-9]{1,8}(\.[0-9]{1,2}0*)? *$"},
             ],
             "description": "0 to 99,999,999.99, at most 2 decimals; exact (no float rounding)",
         }

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import orjson
+import structlog
 
 from stockroom.domain.errors import (
     FieldError,
@@ -28,7 +28,7 @@ from stockroom.domain.queries import Cursor, IdempotencyRecord, NewProduct, Prod
 from stockroom.domain.queries import ProductSort as ProductSort
 from stockroom.domain.rules import price_problem
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("stockroom.products")
 CREATE_SCOPE = "products.create"
 CENT = Decimal("0.01")
 
@@ -248,7 +248,7 @@ async def remove_unused_outputs(
     try:
         await store.delete(unused)
     except Unavailable:
-        log.warning("products.output_cleanup_failed keys=%d", len(unused))
+        log.warning("products.output_cleanup_failed", keys=len(unused))
 
 
 async def _replace_images(

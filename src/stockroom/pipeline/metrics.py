@@ -6,7 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 IMAGE_JOBS = Counter(
     "stockroom_image_jobs_total",
-    "Image job deliveries by outcome (succeeded, retried, failed, dead_lettered, skipped)",
+    "Image job deliveries by outcome (succeeded, retried, dead_lettered, skipped)",
     ["outcome"],
 )
 IMAGE_JOB_SECONDS = Histogram(

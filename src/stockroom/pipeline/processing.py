@@ -137,9 +137,13 @@ async def _record_failure(
     error: ImageError
     if isinstance(exc, ImageError) and (exc.permanent or not last_attempt):
         error = exc
-    else:
+    elif last_attempt:
         detail = exc.detail if isinstance(exc, StockroomError) else type(exc).__name__
         error = RetriesExhausted(f"gave up after {job.attempts} attempts; last error: {detail}")
+    else:  # not an image problem (a bug, the database): retry, nothing to tell the client yet
+        IMAGE_JOBS.labels("retried").inc()
+        log.warning("image.attempt_failed", error=type(exc).__name__, exc_info=True)
+        return
     final = error.permanent
     IMAGE_JOBS.labels("dead_lettered" if final else "retried").inc()
     log.warning(

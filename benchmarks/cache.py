@@ -1,0 +1,294 @@
+"""The cache benchmark: GET /products/{id} on a cache hit, and with the cache disabled,
+against anchors served by the same process (`benchmarks/anchor_app.py`), under uvicorn
+and under granian, 64 connections.
+
+Per server, two starts of the same build on the seeded PostgreSQL database
+(`benchmarks/seed.py`, 100,000 products, 10,000 of them the benchmark user's):
+
+1. `STOCKROOM_CACHE_URL=redis://127.0.0.1:6379/15` (db 15 is flushed first; never db 0):
+   (a) constant bytes, the app's own GET /health, (b) one `redis.get`, (c) one asyncpg
+   primary-key select, (d) GET /products/{id} over 1,000 products, all cached beforehand;
+2. `STOCKROOM_CACHE_URL=none://`: (c) again (the same-process yardstick) and
+   (e) GET /products/{id} over the same 1,000 products, every one read from PostgreSQL.
+
+Targets: (d) >= 0.8 x (b) in req/s with p99(d) <= 2 x p99(b); (e) >= 0.6 x (c).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from benchmarks import RESULTS_DIR, ROOT, Options, Row, SectionResult
+from benchmarks import seed as seeding
+from benchmarks.api import _free_port, _wait_healthy
+from benchmarks.load import LoadResult, Wrk, busy_cores, pids_named, process_tree
+
+CONNECTIONS = 64
+REDIS_URL = "redis://127.0.0.1:6379/15"  # db 15 only: db 0 belongs to others
+ANCHOR_KEY = "stockroom-bench:anchor"
+PLAN = seeding.SeedPlan(total_products=100_000, user_products=10_000)
+HOT_IDS = (10, 10_000, 10)  # first, last, step: 1,000 of the benchmark user's products
+SERVERS = ("uvicorn", "granian")
+TARGET_HIT = 0.8
+TARGET_HIT_P99 = 2.0
+TARGET_MISS = 0.6
+
+
+class CacheBenchError(RuntimeError):
+    pass
+
+
+def _command(server: str, port: int) -> list[str]:
+    bin_dir = Path(sys.executable).parent
+    target = "benchmarks.anchor_app:create_app"
+    if server == "uvicorn":
+        return [
+            str(bin_dir / "uvicorn"), target, "--factory", "--host", "127.0.0.1",
+            "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+            "--no-access-log", "--log-level", "warning", "--lifespan", "on",
+        ]  # fmt: skip
+    return [
+        str(bin_dir / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", "1", "--loop", "uvloop", "--no-access-log",
+        "--log-level", "warning", target,
+    ]  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def bench_server(
+    server: str, cache_url: str, log_path: Path
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(
+        STOCKROOM_DATABASE_URL=seeding.BENCH_URL,
+        STOCKROOM_ENVIRONMENT="production",
+        STOCKROOM_LOG_LEVEL="WARNING",
+        STOCKROOM_WEBHOOK_SECRET="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        STOCKROOM_CACHE_URL=cache_url,
+        STOCKROOM_BROKER_URL="memory://",
+        BENCH_ANCHOR_REDIS_URL=REDIS_URL,
+        BENCH_ANCHOR_REDIS_KEY=ANCHOR_KEY,
+        BENCH_ANCHOR_PG_DSN=seeding.BENCH_DSN,
+        BENCH_ANCHOR_IDS=",".join(str(v) for v in HOT_IDS),
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            _command(server, port), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_healthy(base_url, process, log_path)
+        yield base_url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _redis_flush_and_set(value: bytes | None) -> None:
+    from redis import Redis
+
+    client = Redis.from_url(REDIS_URL)
+    try:
+        if value is None:
+            client.flushdb()
+        else:
+            client.set(ANCHOR_KEY, value)
+    finally:
+        client.close()
+
+
+async def _prime(base_url: str, token: str, expect_cached: bool) -> bytes:
+    """GET every hot product once (filling the cache when on), then check one more GET and
+    each anchor, so a 401/404/500 fails loudly instead of being counted as throughput."""
+    first, last, step = HOT_IDS
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10) as client:
+        ids = list(range(first, last + 1, step))
+        for chunk in range(0, len(ids), 32):
+            responses = await asyncio.gather(
+                *(client.get(f"/products/{i}") for i in ids[chunk : chunk + 32])
+            )
+            bad = [r for r in responses if r.status_code != 200]
+            if bad:
+                raise CacheBenchError(f"{bad[0].request.url}: {bad[0].status_code} {bad[0].text}")
+        again = await client.get(f"/products/{first}")
+        x_cache = again.headers.get("X-Cache")
+        if expect_cached and x_cache != "HIT":
+            raise CacheBenchError(f"expected X-Cache: HIT after priming, got {x_cache}")
+        if not expect_cached and x_cache != "MISS":
+            raise CacheBenchError(f"expected X-Cache: MISS with the cache off, got {x_cache}")
+        body = again.content
+        for path in ("/_bench/constant", "/_bench/pg-select", "/health"):
+            response = await client.get(path)
+            if response.status_code != 200:
+                raise CacheBenchError(f"{path}: {response.status_code} {response.text}")
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRun:
+    server: str
+    loads: dict[str, LoadResult]
+
+
+ROWS = {
+    "constant": "(a) constant bytes, /_bench/constant",
+    "health": "(a') GET /health, the Stockroom app's constant endpoint",
+    "redis": "(b) one redis.get, /_bench/redis-get",
+    "pg": "(c) one asyncpg pk select, /_bench/pg-select",
+    "hit": "(d) GET /products/{id}, cache hit",
+    "pg_nocache": "(c) one asyncpg pk select, server with cache off",
+    "miss": "(e) GET /products/{id}, cache disabled (none://)",
+}
+
+
+async def measure_server(server: str, token: str, seconds: float, warmup: float) -> ServerRun:
+    loads: dict[str, LoadResult] = {}
+    first, last, step = HOT_IDS
+    ids = (str(first), str(last), str(step))
+    for cache_url in (REDIS_URL, "none://"):
+        await asyncio.to_thread(_redis_flush_and_set, None)
+        cached = cache_url != "none://"
+        log = RESULTS_DIR / f"server-cache-{server}-{'redis' if cached else 'none'}.log"
+        async with bench_server(server, cache_url, log) as (base_url, process):
+            body = await _prime(base_url, token, expect_cached=cached)
+            # The anchor's value: the very bytes a hit returns, so (b) and (d) move as much.
+            await asyncio.to_thread(_redis_flush_and_set, body)
+            groups = {
+                "server": lambda: process_tree(process.pid),
+                "postgres": lambda: pids_named("postgres"),
+                "redis": lambda: pids_named("redis-server"),
+            }
+            wrk = Wrk(base_url, groups)
+            try:
+                plan: list[tuple[str, str, str, tuple[str, ...], bool]] = (
+                    [
+                        ("constant", "/_bench/constant", "static", (), False),
+                        ("health", "/health", "static", (), False),
+                        ("redis", "/_bench/redis-get", "static", (), False),
+                        ("pg", "/_bench/pg-select", "static", (), False),
+                        ("hit", "/products/1", "ids", ids, True),
+                    ]
+                    if cached
+                    else [
+                        ("pg_nocache", "/_bench/pg-select", "static", (), False),
+                        ("miss", "/products/1", "ids", ids, True),
+                    ]
+                )
+                for key, path, mode, args, auth in plan:
+                    print(f"[cache] {server} {key}: {CONNECTIONS} conn, {seconds:.0f} s",
+                          file=sys.stderr)  # fmt: skip
+                    loads[key] = await wrk.run(
+                        path,
+                        mode,
+                        args,
+                        token=token if auth else None,
+                        connections=CONNECTIONS,
+                        seconds=seconds,
+                        warmup_seconds=warmup,
+                    )
+            finally:
+                wrk.close()
+    return ServerRun(server, loads)
+
+
+def _cpu_note(cpu: dict[str, float]) -> str:
+    ours = sum(cpu.get(name, 0.0) for name in ("server", "wrk", "postgres", "redis"))
+    other = max(0.0, cpu.get("machine", 0.0) - ours)
+    return (
+        f"srv {cpu.get('server', 0):.0f} wrk {cpu.get('wrk', 0):.0f} "
+        f"pg {cpu.get('postgres', 0):.0f} redis {cpu.get('redis', 0):.0f} other {other:.0f}"
+    )
+
+
+def _verdicts(run: ServerRun) -> dict[str, float | bool]:
+    loads = run.loads
+    hit_ratio = loads["hit"].requests_per_s / loads["redis"].requests_per_s
+    hit_p99 = loads["hit"].p99_ms / loads["redis"].p99_ms
+    miss_ratio = loads["miss"].requests_per_s / loads["pg_nocache"].requests_per_s
+    miss_ratio_first = loads["miss"].requests_per_s / loads["pg"].requests_per_s
+    return {
+        "hit_over_redis": round(hit_ratio, 3),
+        "hit_p99_over_redis_p99": round(hit_p99, 2),
+        "hit_met": hit_ratio >= TARGET_HIT and hit_p99 <= TARGET_HIT_P99,
+        "miss_over_pg": round(miss_ratio, 3),
+        "miss_over_pg_first_server": round(miss_ratio_first, 3),
+        "miss_met": miss_ratio >= TARGET_MISS,
+    }
+
+
+class CacheBenchmark:
+    name = "cache"
+    title = "Cache: GET /products/{id} vs same-process anchors, 64 connections"
+
+    async def run(self, options: Options) -> SectionResult:
+        seconds = 3.0 if options.quick else 10.0
+        warmup = 1.0 if options.quick else 2.0
+        print(f"[cache] seeding {PLAN.total_products:,} products...", file=sys.stderr)
+        seeded = await seeding.prepare(PLAN)
+        result = SectionResult(self.name, self.title)
+        result.meta["cpu_busy_before_load"] = background = await busy_cores()
+        print(f"[cache] machine busy {background:.0f} % of a core before loading", file=sys.stderr)
+        runs = [await measure_server(s, seeded.token, seconds, warmup) for s in SERVERS]
+        lines = []
+        for run in runs:
+            constant = run.loads["constant"].requests_per_s
+            for key, label in ROWS.items():
+                load = run.loads[key]
+                result.rows.append(
+                    Row(
+                        section=self.name,
+                        name=f"{run.server}: {label}",
+                        requests_per_s=load.requests_per_s,
+                        p50_ms=load.p50_ms,
+                        p99_ms=load.p99_ms,
+                        ratio=load.requests_per_s / constant if constant else None,
+                        note=_cpu_note(load.cpu),
+                        extra={"connections": CONNECTIONS, **load.as_dict()},
+                    )
+                )
+            verdict = _verdicts(run)
+            result.meta[f"targets_{run.server}"] = verdict
+            lines.append(
+                f"{run.server}: (d)/(b) = {verdict['hit_over_redis']:.2f} (>= {TARGET_HIT}), "
+                f"p99(d)/p99(b) = {verdict['hit_p99_over_redis_p99']:.2f} (<= {TARGET_HIT_P99}): "
+                f"{'met' if verdict['hit_met'] else 'NOT met'}; (e)/(c) = "
+                f"{verdict['miss_over_pg']:.2f} (>= {TARGET_MISS}; vs the first start's (c): "
+                f"{verdict['miss_over_pg_first_server']:.2f}): "
+                f"{'met' if verdict['miss_met'] else 'NOT met'}"
+            )
+            errors = {k: v.errors for k, v in run.loads.items() if any(v.errors.values())}
+            if errors:
+                result.notes.append(
+                    (f"{run.server}: errors during load (wrk counts)", repr(errors))
+                )
+            result.meta[f"errors_{run.server}"] = errors
+        faster = {
+            key: max(runs, key=lambda r: r.loads[key].requests_per_s).server
+            for key in ("constant", "hit", "miss")
+        }
+        result.meta["faster"] = faster
+        lines.append(
+            "faster server per row: "
+            + ", ".join(f"{key} {server}" for key, server in faster.items())
+        )
+        result.notes.append(("Cache ratios and targets (ratio column: to (a) of the same server)",
+                             "\n".join(lines)))  # fmt: skip
+        return result
