@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Literal
 
+import orjson
 import structlog
 
 
@@ -17,15 +18,24 @@ def configure_logging(fmt: Literal["json", "console"], level: str = "INFO") -> N
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.typing.Processor
+    fast_renderer: structlog.typing.Processor
+    factory: structlog.typing.WrappedLogger
+    binary = getattr(sys.stderr, "buffer", None)
     if fmt == "json":
         shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
+        fast_renderer = renderer
+        factory = structlog.PrintLoggerFactory(file=sys.stderr)
+        if binary is not None:  # every request logs a line: orjson straight to bytes
+            fast_renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+            factory = structlog.BytesLoggerFactory(file=binary)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = fast_renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, fast_renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
     # Libraries log through the standard library: render them the same way (JSON lines).
