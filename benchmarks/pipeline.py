@@ -299,7 +299,7 @@ async def running_system(corpus: Corpus, token: str) -> AsyncIterator[System]:
     # lines per job) give the fetch and whole-job times behind the throughput.
     worker = _start(
         [str(bin_dir / "stockroom"), "worker", "--processes", str(WORKER_PROCESSES),
-         "--threads", "1"],
+         "--threads", os.environ.get("BENCH_WORKER_THREADS", "1")],
         {**env, "STOCKROOM_LOG_LEVEL": "INFO"}, logs["worker"],
     )  # fmt: skip
     db = await asyncpg.connect(DSN)
