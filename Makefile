@@ -25,6 +25,7 @@ lint: install ## ruff, mypy --strict and the import-linter layer contracts
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/mypy tests benchmarks
 	PYTHONPATH=src $(BIN)/lint-imports
 
 format: install

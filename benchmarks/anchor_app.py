@@ -21,7 +21,7 @@ import random
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import orjson
 from fastapi import FastAPI, Response
 from redis.asyncio import Redis

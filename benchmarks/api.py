@@ -11,12 +11,7 @@ generic (prepared) plan, and timed per word at the SQL level.
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
-import os
-import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,12 +21,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import httpx
 
 from benchmarks import RESULTS_DIR, Options, Row, SectionResult
 from benchmarks import seed as seeding
 from benchmarks.load import LoadResult, Wrk, busy_cores, pids_named, process_tree
+from benchmarks.servers import ServerError, free_port, production_env, serving
 
 # Substrings a shopper types: each matches a few percent of names (see seed.py).
 COMMON_WORDS = [
@@ -44,62 +40,16 @@ CONNECTIONS = 32
 LIST_LIMIT = 20  # the API default; the app asks the database for LIMIT 21
 
 
-class ServerError(RuntimeError):
-    pass
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def running_server(log_path: Path) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     """`stockroom serve` against the benchmark database; always stopped on exit."""
-    port = _free_port()
-    env = dict(os.environ)
-    env.update(
-        STOCKROOM_DATABASE_URL=seeding.BENCH_URL,
-        STOCKROOM_ENVIRONMENT="production",
-        STOCKROOM_LOG_LEVEL="WARNING",
-        STOCKROOM_WEBHOOK_SECRET="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
-        STOCKROOM_CACHE_URL="none://",
-    )
+    port = free_port()
     binary = Path(sys.executable).parent / "stockroom"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            await _wait_healthy(base_url, process, log_path)
-            yield base_url, process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-async def _wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise ServerError(f"the server exited early; see {log}:\n{log.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get("/health")).status_code == 200:
-                    return
-            await asyncio.sleep(0.2)
-    raise ServerError(f"the server did not answer /health within 60 s; see {log}")
+    command = [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    async with serving(
+        command, production_env(STOCKROOM_CACHE_URL="none://"), log_path, port
+    ) as running:
+        yield running
 
 
 async def _smoke(base_url: str, token: str, product_id: int) -> dict[str, Any]:

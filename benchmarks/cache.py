@@ -17,10 +17,8 @@ Targets: (d) >= 0.8 x (b) in req/s with p99(d) <= 2 x p99(b); (e) >= 0.6 x (c).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -31,8 +29,8 @@ import httpx
 
 from benchmarks import RESULTS_DIR, ROOT, Options, Row, SectionResult
 from benchmarks import seed as seeding
-from benchmarks.api import _free_port, _wait_healthy
 from benchmarks.load import LoadResult, Wrk, busy_cores, pids_named, process_tree
+from benchmarks.servers import free_port, production_env, serving
 
 CONNECTIONS = 64
 REDIS_URL = "redis://127.0.0.1:6379/15"  # db 15 only: db 0 belongs to others
@@ -69,36 +67,18 @@ def _command(server: str, port: int) -> list[str]:
 async def bench_server(
     server: str, cache_url: str, log_path: Path
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
-    env = dict(os.environ)
-    env.update(
-        STOCKROOM_DATABASE_URL=seeding.BENCH_URL,
-        STOCKROOM_ENVIRONMENT="production",
-        STOCKROOM_LOG_LEVEL="WARNING",
-        STOCKROOM_WEBHOOK_SECRET="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+    port = free_port()
+    env = production_env(
         STOCKROOM_CACHE_URL=cache_url,
         STOCKROOM_BROKER_URL="memory://",
         BENCH_ANCHOR_REDIS_URL=REDIS_URL,
         BENCH_ANCHOR_REDIS_KEY=ANCHOR_KEY,
         BENCH_ANCHOR_PG_DSN=seeding.BENCH_DSN,
         BENCH_ANCHOR_IDS=",".join(str(v) for v in HOT_IDS),
-        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     )
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            _command(server, port), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        await _wait_healthy(base_url, process, log_path)
-        yield base_url, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    async with serving(_command(server, port), env, log_path, port, cwd=ROOT) as running:
+        yield running
 
 
 def _redis_flush_and_set(value: bytes | None) -> None:

@@ -37,14 +37,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import httpx
 
 from benchmarks import RESULTS_DIR, Options, Row, SectionResult
-from benchmarks.api import _free_port, _wait_healthy
 from benchmarks.corpus import Corpus, load_or_build
 from benchmarks.load import CpuWatch, busy_cores, pids_named, process_tree
 from benchmarks.seed import ADMIN_DSN
+from benchmarks.servers import free_port, wait_healthy
 
 DB_NAME = "stockroom_bench_pipeline"
 DSN = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
@@ -266,7 +266,7 @@ async def running_system(corpus: Corpus, token: str) -> AsyncIterator[System]:
         shutil.rmtree(MEDIA_DIR)
     MEDIA_DIR.mkdir(parents=True)
     await asyncio.to_thread(_flush_redis_db15)
-    api_port, files_port = _free_port(), _free_port()
+    api_port, files_port = free_port(), free_port()
     env = dict(os.environ)
     env.update(
         STOCKROOM_DATABASE_URL=DATABASE_URL,
@@ -308,7 +308,7 @@ async def running_system(corpus: Corpus, token: str) -> AsyncIterator[System]:
         base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
     try:
-        await _wait_healthy(api_url, api, logs["api"])
+        await wait_healthy(api_url, api, logs["api"])
         yield System(
             api_url=api_url,
             files_url=f"http://127.0.0.1:{files_port}",

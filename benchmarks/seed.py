@@ -21,7 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from stockroom.db.migrate import upgrade
 

@@ -3,6 +3,7 @@ balancer: a write through one is read through the other at once."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -78,7 +79,7 @@ async def test_a_patch_through_one_instance_is_read_through_the_other_at_once(
     first, second, env = instances
     async with httpx.AsyncClient() as http:
         for base in (first, second):
-            await eventually(lambda b=base: _up(http, b), timeout=30, interval=0.1)
+            await eventually(functools.partial(_up, http, base), timeout=30, interval=0.1)
         headers = {"Authorization": f"Bearer {_token(env, 'two@example.com')}"}
         created = await http.post(
             f"{first}/products",

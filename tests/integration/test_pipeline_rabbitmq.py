@@ -45,9 +45,7 @@ def broker_url() -> Iterator[str]:
 def s3_url() -> Iterator[str]:
     with running_moto_server() as endpoint:
         bucket = f"stockroom-{uuid.uuid4().hex[:8]}"
-        boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1", **_boto_creds()
-        ).create_bucket(Bucket=bucket)
+        _s3_client(endpoint).create_bucket(Bucket=bucket)
         yield f"s3://{bucket}?endpoint_url={endpoint}&region=us-east-1"
 
 
@@ -85,11 +83,14 @@ def worker(worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         yield pid
 
 
-def _boto_creds() -> dict[str, str]:
-    return {
-        "aws_access_key_id": MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    }
+def _s3_client(endpoint: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def _settings(env: dict[str, str], tmp_path: Path, **overrides: Any) -> Settings:
@@ -99,7 +100,7 @@ def _settings(env: dict[str, str], tmp_path: Path, **overrides: Any) -> Settings
         if key.startswith("STOCKROOM_")
     }
     values |= {"log_format": "console", "log_level": "WARNING", **overrides}
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture
@@ -236,4 +237,4 @@ def _bucket(app: FastAPI) -> str:
 
 def _s3(app: FastAPI) -> Any:
     endpoint = app.state.services.settings.storage_url.split("endpoint_url=", 1)[1].split("&")[0]
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **_boto_creds())
+    return _s3_client(endpoint)

@@ -18,4 +18,4 @@ def make_settings(database_url: str, media: Path, **overrides: Any) -> Settings:
         "log_level": "WARNING",
         **overrides,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
