@@ -106,6 +106,8 @@ async def test_transient_failures_retry_then_dead_letter_and_can_be_redriven(
     assert letters[0]["attempts"] == 3  # the first try and two retries
     assert letters[0]["error_code"] == "retries_exhausted"
     assert (await client.get("/admin/dead-letters", headers=alice.headers)).status_code == 403
+    unknown = await client.get(f"/admin/dead-letters?cursor={'0' * 32}", headers=admin.headers)
+    assert unknown.status_code == 422
     metrics = (await client.get("/metrics")).text
     assert 'stockroom_image_jobs_in_state{state="dead_lettered"} 1.0' in metrics
     assert 'stockroom_image_jobs_total{outcome="retried"}' in metrics

@@ -11,6 +11,7 @@ from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockroom.db.tables import image_jobs, outbox
+from stockroom.domain.errors import FieldError, InvalidInput
 from stockroom.domain.models import ImageJob, JobKind, JobStatus, OutboxMessage
 
 _UNFINISHED = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
@@ -97,11 +98,14 @@ class SqlImageJobRepository:
         if after is not None:
             anchor = select(image_jobs.c.created_at).where(image_jobs.c.id == after)
             created = (await self._conn.execute(anchor)).scalar_one_or_none()
-            if created is not None:
-                statement = statement.where(
-                    (image_jobs.c.created_at < created)
-                    | ((image_jobs.c.created_at == created) & (image_jobs.c.id < after))
+            if created is None:
+                raise InvalidInput(
+                    "invalid cursor", [FieldError("cursor", "is not a cursor from this list")]
                 )
+            statement = statement.where(
+                (image_jobs.c.created_at < created)
+                | ((image_jobs.c.created_at == created) & (image_jobs.c.id < after))
+            )
         statement = statement.order_by(image_jobs.c.created_at.desc(), image_jobs.c.id.desc())
         rows = (await self._conn.execute(statement.limit(limit))).all()
         return [_job(row) for row in rows]
