@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 
 from stockroom.adapters.storage import FileImageStore
 from stockroom.api import admin, health, products, users
+from stockroom.api.body_limit import BodySizeLimitMiddleware
 from stockroom.api.errors import install_error_handlers
 from stockroom.api.media import MediaFiles
 from stockroom.api.middleware import RequestContextMiddleware
@@ -60,7 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware)
+    app.add_middleware(RequestContextMiddleware)  # added last: outermost, sees every answer
     for router in (health.router, users.router, products.router, admin.router):
         app.include_router(router)
     if settings.storage_url.startswith("file:"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -354,3 +355,44 @@ async def test_cursor_from_another_sort_is_refused(
     )
 
     assert response.status_code == 422
+
+
+async def test_a_body_that_is_not_json_is_415(client: httpx.AsyncClient, alice: Account) -> None:
+    response = await client.post(
+        "/products",
+        content=b"product_name=Lamp",
+        headers={**alice.headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert response.status_code == 415
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_body_over_the_limit_is_413_before_it_is_parsed(
+    client: httpx.AsyncClient, alice: Account
+) -> None:
+    huge = {**LAMP, "product_description": "x" * (2 * 1024 * 1024)}
+
+    response = await client.post("/products", json=huge, headers=alice.headers)
+
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "x-request-id" in response.headers
+
+
+async def test_a_streamed_body_over_the_limit_is_413(
+    client: httpx.AsyncClient, alice: Account
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: only counting stops it
+        yield b'{"product_name": "Lamp", "product_price": "1", "product_description": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+
+    response = await client.post(
+        "/products",
+        content=chunks(),
+        headers={**alice.headers, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 413

@@ -78,9 +78,12 @@ async def _stockroom_error(_request: Request, exc: Exception) -> Response:
     )
 
 
-async def _validation_error(_request: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = list(exc.errors())
+    body_problem = any(tuple(p.get("loc", ()))[:1] == ("body",) for p in problems)
+    if body_problem and not _is_json(request.headers.get("content-type")):
+        return problem(415, "Unsupported Media Type", "Send the body as application/json.")
     if any(p.get("type") == "json_invalid" for p in problems):
         return problem(400, "Malformed body", "The body is not valid JSON.")
     errors = [{"field": _field_name(p.get("loc", ())), "message": _message(p)} for p in problems]
@@ -165,6 +168,11 @@ def _document_problems(schema: dict[str, Any]) -> None:
             for status, response in responses.items():
                 if status[0] in "45":
                     response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 def _field_error(error: FieldError) -> dict[str, Any]:
