@@ -65,4 +65,3 @@ Price = Annotated[
         }
     ),
 ]
-UserId = Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1})]
