@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -38,3 +41,13 @@ def test_production_refuses_a_placeholder_webhook_secret_and_logs_json() -> None
         settings(environment="production", webhook_secret="changeme")
 
     assert settings(environment="production").effective_log_format == "json"
+
+
+def test_every_setting_is_documented_in_env_example_and_docs() -> None:
+    root = Path(__file__).resolve().parents[2]
+    example = (root / ".env.example").read_text()
+    documented = {name.lower() for name in re.findall(r"^STOCKROOM_([A-Z_]+)=", example, re.M)}
+    reference = (root / "docs" / "configuration.md").read_text()
+
+    assert documented == set(Settings.model_fields)
+    assert [f for f in Settings.model_fields if f"STOCKROOM_{f.upper()}" not in reference] == []
