@@ -24,7 +24,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -68,6 +68,9 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+MAX_CONNECTIONS = 64  # per process; more than one event loop keeps busy
+
+
 class RedisProductCache:
     """The production `ProductCache`; every method degrades to a miss or a no-op on failure."""
 
@@ -101,13 +104,21 @@ class RedisProductCache:
         breaker_cooldown: float,
         key_prefix: str = "stockroom:",
     ) -> RedisProductCache:
-        """Build the client without connecting; no retries, so one failure costs one timeout."""
-        client = Redis.from_url(
+        """Build the client without connecting; no retries, so one failure costs one timeout.
+
+        A blocking pool: past `MAX_CONNECTIONS` calls in flight, a call waits (up to the
+        socket timeout) for a connection, where redis-py's default pool raises at once, and
+        a burst of traffic would open the breaker and send every request to the database.
+        """
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=socket_timeout,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
             retry=Retry(NoBackoff(), 0),
         )
+        client = Redis.from_pool(pool)
         breaker = CircuitBreaker(cooldown=breaker_cooldown)
         return cls(client, ttl_seconds=ttl_seconds, breaker=breaker, key_prefix=key_prefix)
 
