@@ -40,6 +40,10 @@ class Services:
         wake = self.relay.wake if self.relay is not None else None
         return SqlUnitOfWork(self.engine, on_outbox_commit=wake)
 
+    def read_uow(self) -> UnitOfWork:
+        """For services that only read: no transaction around a single statement."""
+        return SqlUnitOfWork(self.engine, read_only=True)
+
     def pipeline_context(self) -> PipelineContext:
         return PipelineContext(
             settings=self.settings,

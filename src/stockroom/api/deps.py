@@ -35,6 +35,13 @@ async def get_uow(services: ServicesDep) -> UnitOfWork:
 UowDep = Annotated[UnitOfWork, Depends(get_uow)]
 
 
+async def get_read_uow(services: ServicesDep) -> UnitOfWork:
+    return services.read_uow()
+
+
+ReadUowDep = Annotated[UnitOfWork, Depends(get_read_uow)]
+
+
 async def get_current_user(
     request: Request,
     services: ServicesDep,
@@ -42,7 +49,9 @@ async def get_current_user(
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("send an API token as `Authorization: Bearer <token>`")
-    user = await users.authenticate(services.uow(), credentials.credentials, services.token_cache)
+    user = await users.authenticate(
+        services.read_uow(), credentials.credentials, services.token_cache
+    )
     request.scope.setdefault("state", {})["user_id"] = user.id
     return user
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from pydantic import WithJsonSchema
 
-from stockroom.api.deps import CurrentUser, RequestId, ServicesDep, UowDep
+from stockroom.api.deps import CurrentUser, ReadUowDep, RequestId, ServicesDep, UowDep
 from stockroom.api.fields import Text
 from stockroom.api.schemas import (
     ProductCreate,
@@ -73,7 +73,7 @@ async def create_product(
 async def get_product(
     product_id: ProductId,
     user: CurrentUser,
-    uow: UowDep,
+    uow: ReadUowDep,
     services: ServicesDep,
     if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
 ) -> Response:
@@ -91,7 +91,7 @@ async def get_product(
 @router.get("", response_model=ProductPage)
 async def list_products(
     user: CurrentUser,
-    uow: UowDep,
+    uow: ReadUowDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[Text | None, Query(max_length=1024)] = None,
     sort: ProductSort = ProductSort.NEWEST,

@@ -27,9 +27,14 @@ class SqlUnitOfWork:
     outbox: SqlOutboxRepository
 
     def __init__(
-        self, engine: AsyncEngine, on_outbox_commit: Callable[[], None] | None = None
+        self,
+        engine: AsyncEngine,
+        on_outbox_commit: Callable[[], None] | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self._engine = engine
+        self._read_only = read_only
         self._on_outbox_commit = on_outbox_commit
         self._conn: AsyncConnection | None = None
         self._tx: AsyncTransaction | None = None
@@ -38,6 +43,10 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> SqlUnitOfWork:
         try:
             self._conn = await self._engine.connect()
+            if self._read_only and self._conn.dialect.name == "postgresql":
+                # One statement needs no BEGIN/ROLLBACK around it: two round trips saved on
+                # every read (SQLite keeps its BEGIN IMMEDIATE; it has no round trips).
+                await self._conn.execution_options(isolation_level="AUTOCOMMIT")
             self._tx = await self._conn.begin()
         except (OperationalError, InterfaceError, OSError) as exc:
             if self._conn is not None:
@@ -71,6 +80,8 @@ class SqlUnitOfWork:
 
     async def commit(self) -> None:
         assert self._tx is not None
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
         await self._tx.commit()
         if self.outbox.added and self._on_outbox_commit is not None:
             self._on_outbox_commit()  # wake the relay: publish now, not at its next poll
