@@ -8,10 +8,10 @@ import time
 import uuid
 from typing import Any
 
-import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stockroom.api.errors import problem
 from stockroom.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger("stockroom.http")
@@ -56,7 +56,9 @@ class RequestContextMiddleware:
         except Exception:
             log.exception("http.unhandled_error")
             if status is None:
-                await _send_problem_500(send_with_id, request_id)
+                detail = f"An unexpected error occurred; quote request id {request_id}."
+                response = problem(500, "Internal Server Error", detail)
+                await response(scope, receive, send_with_id)
             status = 500
         finally:
             self._record(scope, status or 500, time.perf_counter() - started)
@@ -78,25 +80,3 @@ class RequestContextMiddleware:
             duration_ms=round(seconds * 1000, 2),
             user_id=state.get("user_id"),
         )
-
-
-async def _send_problem_500(send: Send, request_id: str) -> None:
-    body = orjson.dumps(
-        {
-            "type": "about:blank",
-            "title": "Internal Server Error",
-            "status": 500,
-            "detail": f"An unexpected error occurred; quote request id {request_id}.",
-        }
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

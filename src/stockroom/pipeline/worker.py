@@ -134,7 +134,6 @@ def run_workers(settings: Settings, processes: int, threads: int, queues: set[st
     crashed) is replaced; its unacknowledged messages go back to the queue meanwhile."""
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
-    children: list[Any] = []
 
     def spawn(index: int) -> Any:
         child = context.Process(
@@ -148,7 +147,7 @@ def run_workers(settings: Settings, processes: int, threads: int, queues: set[st
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    children = [spawn(index) for index in range(processes)]
+    children: list[Any] = [spawn(index) for index in range(processes)]
     while not stopping.wait(0.5):
         for index, child in enumerate(children):
             if not child.is_alive():

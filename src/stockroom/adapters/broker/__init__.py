@@ -9,7 +9,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
 import pika
@@ -67,7 +67,7 @@ def _rabbitmq(url: str, middleware: list[dramatiq.Middleware]) -> dramatiq.Broke
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
     parts = urlsplit(url)
-    query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
+    query = dict(parse_qsl(parts.query))
     url = urlunsplit(parts._replace(query=urlencode({**_AMQP_DEFAULTS, **query})))
     return RabbitmqBroker(url=url, confirm_delivery=True, middleware=middleware)
 
