@@ -24,9 +24,17 @@ from typing import Any
 import asyncpg
 import httpx
 
-from benchmarks import RESULTS_DIR, Options, Row, SectionResult
+from benchmarks import RESULTS_DIR, Options, SectionResult
 from benchmarks import seed as seeding
-from benchmarks.load import LoadResult, Wrk, busy_cores, pids_named, process_tree
+from benchmarks.load import (
+    LoadResult,
+    Wrk,
+    busy_cores,
+    cpu_note,
+    load_row,
+    pids_named,
+    process_tree,
+)
 from benchmarks.servers import ServerError, free_port, production_env, serving
 
 # Substrings a shopper types: each matches a few percent of names (see seed.py).
@@ -137,17 +145,14 @@ class ApiBenchmark:
         }
         for key, (label, connections) in labels.items():
             load = loads[key]
-            cpu = load.cpu
             result.rows.append(
-                Row(
-                    section=self.name,
-                    name=f"{label} [{connections} conn]",
-                    requests_per_s=load.requests_per_s,
-                    p50_ms=load.p50_ms,
-                    p99_ms=load.p99_ms,
-                    ratio=load.requests_per_s / constant if constant else None,
-                    note=_cpu_note(cpu),
-                    extra={"connections": connections, **load.as_dict()},
+                load_row(
+                    self.name,
+                    f"{label} [{connections} conn]",
+                    load,
+                    constant=constant,
+                    connections=connections,
+                    note=cpu_note(load.cpu, _CPU_LABELS),
                 )
             )
         errors = {k: v.errors for k, v in loads.items() if any(v.errors.values())}
@@ -158,13 +163,7 @@ class ApiBenchmark:
         return result
 
 
-def _cpu_note(cpu: dict[str, float]) -> str:
-    ours = sum(cpu.get(name, 0.0) for name in ("server", "wrk", "postgres"))
-    other = max(0.0, cpu.get("machine", 0.0) - ours)
-    return (
-        f"srv {cpu.get('server', 0):.0f} wrk {cpu.get('wrk', 0):.0f} "
-        f"pg {cpu.get('postgres', 0):.0f} other {other:.0f}"
-    )
+_CPU_LABELS = {"server": "srv", "wrk": "wrk", "postgres": "pg"}
 
 
 def _runner(wrk: Wrk, token: str, seconds: float, warmup: float) -> Any:

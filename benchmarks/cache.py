@@ -27,9 +27,17 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks import RESULTS_DIR, ROOT, Options, Row, SectionResult
+from benchmarks import RESULTS_DIR, ROOT, Options, SectionResult
 from benchmarks import seed as seeding
-from benchmarks.load import LoadResult, Wrk, busy_cores, pids_named, process_tree
+from benchmarks.load import (
+    LoadResult,
+    Wrk,
+    busy_cores,
+    cpu_note,
+    load_row,
+    pids_named,
+    process_tree,
+)
 from benchmarks.servers import free_port, production_env, serving
 
 CONNECTIONS = 64
@@ -189,13 +197,7 @@ async def measure_server(server: str, token: str, seconds: float, warmup: float)
     return ServerRun(server, loads)
 
 
-def _cpu_note(cpu: dict[str, float]) -> str:
-    ours = sum(cpu.get(name, 0.0) for name in ("server", "wrk", "postgres", "redis"))
-    other = max(0.0, cpu.get("machine", 0.0) - ours)
-    return (
-        f"srv {cpu.get('server', 0):.0f} wrk {cpu.get('wrk', 0):.0f} "
-        f"pg {cpu.get('postgres', 0):.0f} redis {cpu.get('redis', 0):.0f} other {other:.0f}"
-    )
+_CPU_LABELS = {"server": "srv", "wrk": "wrk", "postgres": "pg", "redis": "redis"}
 
 
 def _verdicts(run: ServerRun) -> dict[str, float | bool]:
@@ -233,15 +235,13 @@ class CacheBenchmark:
             for key, label in ROWS.items():
                 load = run.loads[key]
                 result.rows.append(
-                    Row(
-                        section=self.name,
-                        name=f"{run.server}: {label}",
-                        requests_per_s=load.requests_per_s,
-                        p50_ms=load.p50_ms,
-                        p99_ms=load.p99_ms,
-                        ratio=load.requests_per_s / constant if constant else None,
-                        note=_cpu_note(load.cpu),
-                        extra={"connections": CONNECTIONS, **load.as_dict()},
+                    load_row(
+                        self.name,
+                        f"{run.server}: {label}",
+                        load,
+                        constant=constant,
+                        connections=CONNECTIONS,
+                        note=cpu_note(load.cpu, _CPU_LABELS),
                     )
                 )
             verdict = _verdicts(run)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import Row
+
 WRK_MARKER = "WRK_JSON "
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -341,4 +343,29 @@ def _parse(output: str, cpu: dict[str, float]) -> LoadResult:
         max_ms=round(data["max_us"] / 1000, 2),
         errors=errors,
         cpu=cpu,
+    )
+
+
+def cpu_note(cpu: dict[str, float], labels: dict[str, str]) -> str:
+    """`label value` for each process in `labels` (CPU key -> label), then the rest of
+    the machine as `other`: the table's CPU column."""
+    ours = sum(cpu.get(key, 0.0) for key in labels)
+    other = max(0.0, cpu.get("machine", 0.0) - ours)
+    parts = " ".join(f"{label} {cpu.get(key, 0):.0f}" for key, label in labels.items())
+    return f"{parts} other {other:.0f}"
+
+
+def load_row(
+    section: str, name: str, load: LoadResult, *, constant: float, connections: int, note: str
+) -> Row:
+    """A table row for one wrk run, with its ratio to the constant endpoint's req/s."""
+    return Row(
+        section=section,
+        name=name,
+        requests_per_s=load.requests_per_s,
+        p50_ms=load.p50_ms,
+        p99_ms=load.p99_ms,
+        ratio=load.requests_per_s / constant if constant else None,
+        note=note,
+        extra={"connections": connections, **load.as_dict()},
     )

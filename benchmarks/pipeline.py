@@ -42,9 +42,9 @@ import httpx
 
 from benchmarks import RESULTS_DIR, Options, Row, SectionResult
 from benchmarks.corpus import Corpus, load_or_build
-from benchmarks.load import CpuWatch, busy_cores, pids_named, process_tree
-from benchmarks.seed import ADMIN_DSN
-from benchmarks.servers import free_port, wait_healthy
+from benchmarks.load import CpuWatch, busy_cores, cpu_note, pids_named, process_tree
+from benchmarks.seed import recreate_database
+from benchmarks.servers import free_port, stop, wait_healthy
 
 DB_NAME = "stockroom_bench_pipeline"
 DSN = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
@@ -209,12 +209,7 @@ async def prepare_database() -> str:
     """Drop, create and migrate the pipeline database; one user with a token."""
     from stockroom.db.migrate import upgrade
 
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DB_NAME}"')
-    finally:
-        await admin.close()
+    await recreate_database(DB_NAME)
     await asyncio.to_thread(upgrade, DATABASE_URL)
     token = "sr_" + secrets.token_urlsafe(32)
     conn = await asyncpg.connect(DSN)
@@ -247,16 +242,6 @@ def _flush_redis_db15() -> None:
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.asynccontextmanager
@@ -324,7 +309,7 @@ async def running_system(corpus: Corpus, token: str) -> AsyncIterator[System]:
         await http.aclose()
         await db.close()
         for process in (worker, api, files):
-            _stop(process)
+            stop(process, timeout=30)
 
 
 # --- the measurements -----------------------------------------------------------------------
@@ -516,10 +501,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _cpu_note(cpu: dict[str, float]) -> str:
     keys = ("workers", "api", "postgres", "rabbitmq", "redis", "files", "bench")
-    ours = sum(cpu.get(k, 0.0) for k in keys)
-    other = max(0.0, cpu.get("machine", 0.0) - ours)
-    parts = " ".join(f"{k} {cpu.get(k, 0):.0f}" for k in keys)
-    return f"{parts} other {other:.0f}"
+    return cpu_note(cpu, {key: key for key in keys})
 
 
 class PipelineBenchmark:

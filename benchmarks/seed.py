@@ -131,11 +131,12 @@ LATERAL (
 """
 
 
-async def recreate_database() -> None:
+async def recreate_database(name: str = BENCH_DB) -> None:
+    """Drop (disconnecting its clients) and create an empty database."""
     conn = await asyncpg.connect(ADMIN_DSN)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
 

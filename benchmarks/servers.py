@@ -56,9 +56,15 @@ async def serving(
         await wait_healthy(base_url, process, log_path)
         yield base_url, process
     finally:
+        stop(process, timeout=15)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
