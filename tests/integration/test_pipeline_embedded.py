@@ -9,8 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 from tests.conftest import Account, make_account
 from tests.support.image_server import ImageServer, serve_images
+from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
+from tests.support.services import REDIS_URL
 from tests.support.settings import make_settings
 from tests.support.waiting import eventually, settled_product
 
@@ -261,3 +264,56 @@ async def test_jobs_a_previous_run_left_unfinished_are_processed_at_start(
             product = await settled_product(http, created.product.id, alice.headers)
 
     assert product["images"][0]["status"] == "ready"
+
+
+@pytest.mark.redis
+async def test_embedded_worker_with_a_redis_cache_keeps_the_api_reading_it(
+    database_url: str, tmp_path: Path, images: ImageServer
+) -> None:
+    """The embedded actors run on their own event loop: they need their own Redis client.
+    Sharing the API's broke both sides ("bound to a different event loop") once a job ran."""
+    require_redis()
+    prefix = unique_prefix()
+    settings = make_settings(
+        database_url,
+        tmp_path / "media",
+        allow_private_networks=True,
+        cache_url=REDIS_URL,
+        cache_key_prefix=prefix,
+    )
+    application = create_app(settings)
+    try:
+        with capture_logs() as logged:
+            async with application.router.lifespan_context(application):
+                transport = httpx.ASGITransport(app=application)
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://testserver"
+                ) as client:
+                    alice = await make_account(application.state.services, f"{prefix}@example.com")
+                    created = await client.post(
+                        "/products",
+                        json={
+                            "product_name": "Lamp",
+                            "product_price": "5",
+                            "product_images": [images.url("image.jpg")],
+                        },
+                        headers=alice.headers,
+                    )
+                    assert created.status_code == 201
+                    product = await settled_product(client, created.json()["id"], alice.headers)
+                    assert [i["status"] for i in product["images"]] == ["ready"]
+                    # The worker's invalidation reached Redis, and the API still reads it.
+                    first = await client.get(f"/products/{product['id']}", headers=alice.headers)
+                    again = await client.get(f"/products/{product['id']}", headers=alice.headers)
+                    assert (first.status_code, again.status_code) == (200, 200)
+                    assert again.headers["X-Cache"] == "HIT"
+                    assert (
+                        again.json()["compressed_product_images"]
+                        == product["compressed_product_images"]
+                    )
+        errors = [e for e in logged if e["log_level"] in ("error", "critical")]
+        assert errors == []
+    finally:
+        client_ = require_redis()
+        await delete_prefix(client_, prefix)
+        await client_.aclose()

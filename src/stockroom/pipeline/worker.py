@@ -16,6 +16,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import AsyncIO, Middleware
 from prometheus_client import start_http_server
 
+from stockroom.adapters.cache import MemoryProductCache
 from stockroom.bootstrap import Services, bootstrap, build_broker_for, shutdown
 from stockroom.config import Settings
 from stockroom.domain.image_jobs import IMAGES_QUEUE
@@ -88,7 +89,10 @@ class EmbeddedWorker:
     def __init__(self, services: Services) -> None:
         assert services.broker is not None
         self._broker = services.broker
-        self._runtime = WorkerRuntime(services.settings, cache=services.cache, store=services.store)
+        # The in-process cache must be shared (it is the only copy); a Redis client must
+        # not be: its connections belong to the API's event loop, the actors run on another.
+        shared_cache = services.cache if isinstance(services.cache, MemoryProductCache) else None
+        self._runtime = WorkerRuntime(services.settings, cache=shared_cache, store=services.store)
         prepare_broker(self._broker, services.settings, self._runtime)
         self._threads = services.settings.worker_threads
         self._worker: dramatiq.Worker | None = None

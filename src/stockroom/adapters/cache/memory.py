@@ -1,13 +1,15 @@
 """`ProductCache` in process memory: the embedded twin of Redis, with the same token semantics.
 
-Every method runs without awaiting, so each is atomic on the event loop (asyncio-safe, not
-thread-safe). Bodies have a TTL and an LRU bound; generation numbers come from one counter, and
-ids evicted from the generation table fall back to a floor that only rises, so a token never
-matches again after its product was invalidated.
+Every method runs without awaiting and under one lock, so each is atomic on the event loop and
+across threads: in embedded mode the API's loop and the worker's event-loop thread share it.
+Bodies have a TTL and an LRU bound; generation numbers come from one counter, and ids evicted
+from the generation table fall back to a floor that only rises, so a token never matches again
+after its product was invalidated.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,6 +38,7 @@ class MemoryProductCache:
         self._generations: OrderedDict[int, int] = OrderedDict()
         self._counter = 0
         self._floor = 0
+        self._lock = threading.Lock()
 
     @classmethod
     def from_url(
@@ -56,6 +59,10 @@ class MemoryProductCache:
         return len(self._bodies)
 
     async def read(self, product_id: int) -> CachedProduct:
+        with self._lock:
+            return self._read(product_id)
+
+    def _read(self, product_id: int) -> CachedProduct:
         token = str(self._generations.get(product_id, self._floor))
         entry = self._bodies.get(product_id)
         if entry is not None and entry[1] <= self._clock():
@@ -69,6 +76,10 @@ class MemoryProductCache:
         return CachedProduct(entry[0], token)
 
     async def fill(self, product_id: int, body: bytes, token: str | None) -> None:
+        with self._lock:
+            self._fill(product_id, body, token)
+
+    def _fill(self, product_id: int, body: bytes, token: str | None) -> None:
         if token != str(self._generations.get(product_id, self._floor)):
             return
         self._bodies[product_id] = (body, self._clock() + self._ttl)
@@ -77,6 +88,10 @@ class MemoryProductCache:
             self._bodies.popitem(last=False)
 
     async def invalidate(self, product_id: int) -> None:
+        with self._lock:
+            self._invalidate(product_id)
+
+    def _invalidate(self, product_id: int) -> None:
         self._counter += 1
         self._generations[product_id] = self._counter
         self._generations.move_to_end(product_id)
@@ -89,4 +104,5 @@ class MemoryProductCache:
         return None
 
     async def close(self) -> None:
-        self._bodies.clear()
+        with self._lock:
+            self._bodies.clear()
