@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, insert, literal, select, tuple_, update
+from sqlalchemy import Row, and_, bindparam, delete, insert, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
@@ -32,6 +32,13 @@ _IMAGE_COLUMNS = [
     product_images.c.error,
     product_images.c.error_code,
 ]
+# Built once: constructing a select costs more Python than executing a cached one.
+_GET_PRODUCT = (
+    select(products, *[c.label(f"img_{c.name}") for c in _IMAGE_COLUMNS])
+    .outerjoin(product_images, product_images.c.product_id == products.c.id)
+    .where(products.c.id == bindparam("product_id"))
+    .order_by(product_images.c.position, product_images.c.id)
+)
 _SORTS = {
     ProductSort.NEWEST: (products.c.created_at, True),
     ProductSort.OLDEST: (products.c.created_at, False),
@@ -64,13 +71,7 @@ class SqlProductRepository:
             return int((await self._conn.execute(statement)).scalar_one())
 
     async def get(self, product_id: int) -> Product | None:
-        statement = (
-            select(products, *[c.label(f"img_{c.name}") for c in _IMAGE_COLUMNS])
-            .outerjoin(product_images, product_images.c.product_id == products.c.id)
-            .where(products.c.id == product_id)
-            .order_by(product_images.c.position, product_images.c.id)
-        )
-        rows = (await self._conn.execute(statement)).all()
+        rows = (await self._conn.execute(_GET_PRODUCT, {"product_id": product_id})).all()
         if not rows:
             return None
         images = tuple(_image_from_prefixed(row) for row in rows if row.img_id is not None)

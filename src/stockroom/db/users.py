@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select
+from sqlalchemy import Row, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -13,6 +13,13 @@ from stockroom.db.tables import api_tokens, idempotency_keys, users
 from stockroom.domain.errors import EmailTaken, IdempotentRequestInFlight
 from stockroom.domain.models import ApiToken, User
 from stockroom.domain.queries import IdempotencyRecord
+
+# Built once: the token lookup runs on every authenticated request that misses the cache.
+_BY_TOKEN_HASH = (
+    select(users)
+    .join(api_tokens, api_tokens.c.user_id == users.c.id)
+    .where(api_tokens.c.token_hash == bindparam("token_hash"))
+)
 
 
 class SqlUserRepository:
@@ -40,12 +47,7 @@ class SqlUserRepository:
         return _user(row) if row else None
 
     async def by_token_hash(self, token_hash: str) -> User | None:
-        statement = (
-            select(users)
-            .join(api_tokens, api_tokens.c.user_id == users.c.id)
-            .where(api_tokens.c.token_hash == token_hash)
-        )
-        row = (await self._conn.execute(statement)).first()
+        row = (await self._conn.execute(_BY_TOKEN_HASH, {"token_hash": token_hash})).first()
         return _user(row) if row else None
 
     async def exists(self, user_id: int) -> bool:
