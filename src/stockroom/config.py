@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(300, ge=1)
     cache_socket_timeout_seconds: float = Field(0.25, gt=0)
     cache_breaker_cooldown_seconds: float = Field(5.0, gt=0)
+    # Per-process near-cache in front of redis:// (0 turns it off); see docs/configuration.md.
+    cache_near_max_entries: int = Field(10_000, ge=0)
 
     worker_processes: int = Field(2, ge=1, le=64)
     worker_threads: int = Field(1, ge=1, le=64)

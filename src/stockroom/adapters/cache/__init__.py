@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from stockroom.adapters.cache.invalidations import InvalidationListener
 from stockroom.adapters.cache.memory import MemoryProductCache
+from stockroom.adapters.cache.near import NearProductCache
 from stockroom.adapters.cache.null import NullProductCache
 from stockroom.adapters.cache.redis import RedisProductCache
 from stockroom.domain.ports import ProductCache
 
 __all__ = [
     "MemoryProductCache",
+    "NearProductCache",
     "NullProductCache",
     "RedisProductCache",
     "build_product_cache",
@@ -45,8 +49,12 @@ def build_product_cache(
     socket_timeout: float,
     breaker_cooldown: float,
     key_prefix: str = "stockroom:",
+    near_max_entries: int = 0,
 ) -> ProductCache:
     """Build the cache `cache_url` names; nothing connects until the first call.
+
+    With `near_max_entries` > 0, a `redis://` cache gets a per-process near-cache in front,
+    invalidated through Redis pub/sub (`rediss://` does not: the listener speaks plain TCP).
 
     Raises:
         ValueError: the scheme is not one of `redis`, `rediss`, `memory`, `none`.
@@ -57,10 +65,23 @@ def build_product_cache(
         raise ValueError(
             f"unsupported cache_url scheme {scheme!r}; use one of {sorted(_BY_SCHEME)}"
         )
-    return factory(
+    cache = factory(
         cache_url,
         ttl_seconds=ttl_seconds,
         socket_timeout=socket_timeout,
         breaker_cooldown=breaker_cooldown,
         key_prefix=key_prefix,
     )
+    if scheme != "redis" or near_max_entries <= 0:
+        return cache
+    assert isinstance(cache, RedisProductCache)
+    channel = cache.channel
+
+    def listener(
+        on_message: Callable[[bytes], None], on_flush: Callable[[], None]
+    ) -> InvalidationListener:
+        return InvalidationListener(
+            cache_url, channel, on_message=on_message, on_flush=on_flush, timeout=socket_timeout
+        )
+
+    return NearProductCache(cache, listener, ttl_seconds=ttl_seconds, max_entries=near_max_entries)

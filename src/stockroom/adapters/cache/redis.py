@@ -45,13 +45,22 @@ redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
 return 1
 """
 
-# KEYS: epoch, generation counter, gen:{id}. ARGV: body key prefix, id, generation ttl.
-# The body key is built here from the live epoch, so a stale in-memory epoch cannot miss it.
+# KEYS: epoch, generation counter, gen:{id}. ARGV: body key prefix, id, generation ttl,
+# invalidation channel. The body key is built here from the live epoch, so a stale in-memory
+# epoch cannot miss it; the id is published for the near-caches of every process.
 _INVALIDATE_LUA = """
 local epoch = redis.call('GET', KEYS[1]) or '0'
 local generation = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[3], generation, 'EX', ARGV[3])
 redis.call('DEL', ARGV[1] .. epoch .. ':' .. ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[2])
+return epoch
+"""
+
+# KEYS: epoch. ARGV: invalidation channel. Every near-cache drops everything ("*").
+_BUMP_EPOCH_LUA = """
+local epoch = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], '*')
 return epoch
 """
 
@@ -88,11 +97,13 @@ class RedisProductCache:
         self._prefix = key_prefix
         self._epoch_key = f"{key_prefix}epoch"
         self._counter_key = f"{key_prefix}generation"
+        self.channel = f"{key_prefix}invalidations"
         self._epoch = "0"
         self._lost: set[int] = set()
         self._bump_lock = asyncio.Lock()
         self._fill_script = client.register_script(_FILL_LUA)
         self._invalidate_script = client.register_script(_INVALIDATE_LUA)
+        self._bump_script = client.register_script(_BUMP_EPOCH_LUA)
 
     @classmethod
     def from_url(
@@ -159,7 +170,12 @@ class RedisProductCache:
 
     async def invalidate(self, product_id: int) -> None:
         keys = [self._epoch_key, self._counter_key, self._gen_key(product_id)]
-        args: list[str | int] = [f"{self._prefix}product:", product_id, GENERATION_TTL_SECONDS]
+        args: list[str | int] = [
+            f"{self._prefix}product:",
+            product_id,
+            GENERATION_TTL_SECONDS,
+            self.channel,
+        ]
         try:
             async with self._guarded("invalidate"):
                 self._epoch = _text(await self._invalidate_script(keys=keys, args=args))
@@ -220,6 +236,7 @@ class RedisProductCache:
             lost = set(self._lost)
             if not lost:
                 return
-            self._epoch = str(await self._client.incr(self._epoch_key))
+            bumped = await self._bump_script(keys=[self._epoch_key], args=[self.channel])
+            self._epoch = str(bumped)
             self._lost -= lost
             _logger().warning("cache.epoch_bumped", epoch=self._epoch, lost_invalidations=len(lost))

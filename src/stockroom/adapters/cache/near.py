@@ -1,0 +1,128 @@
+"""A per-process near-cache in front of `RedisProductCache`, kept correct by Redis pub/sub.
+
+A hit served from process memory costs no network round trip. It stays as fresh as Redis:
+
+* this process's own invalidations drop the local entry before they go to Redis;
+* every other process's invalidation arrives on the channel (`invalidations.py`) and is
+  applied before any local hit is served (`drain()`), so a PATCH answered by one instance is
+  seen by the next GET on any other;
+* a body read from Redis is kept only if no invalidation arrived while it was in flight (the
+  `_seq` counter), so an old body can never be stored after the message that retires it;
+* without a confirmed subscription (Redis down or slow, reconnecting) nothing is served or
+  kept locally: reads go to Redis (and its breaker) exactly as without the near-cache.
+
+Entries live at most `ttl_seconds` and at most `max_entries` are kept (least recently used
+first out).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from stockroom.adapters.cache.invalidations import InvalidationListener
+from stockroom.adapters.cache.metrics import CACHE_REQUESTS
+from stockroom.adapters.cache.redis import RedisProductCache
+from stockroom.domain.ports import CachedProduct
+
+FLUSH_ALL = b"*"
+ListenerFactory = Callable[[Callable[[bytes], None], Callable[[], None]], InvalidationListener]
+"""Builds the listener from (on_message, on_flush)."""
+
+
+class NearProductCache:
+    """`ProductCache`: process memory first, then Redis; same contract as the Redis cache."""
+
+    def __init__(
+        self,
+        redis: RedisProductCache,
+        listener_factory: Callable[
+            [Callable[[bytes], None], Callable[[], None]], InvalidationListener
+        ],
+        *,
+        ttl_seconds: float,
+        max_entries: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
+        self._seq = 0  # bumped by every invalidation or flush this process sees
+        self._lock = threading.Lock()
+        self._listener = listener_factory(self._on_message, self._flush)
+
+    @property
+    def redis(self) -> RedisProductCache:
+        return self._redis
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def read(self, product_id: int) -> CachedProduct:
+        listener = self._listener
+        listener.start()
+        listener.drain()
+        if listener.healthy:
+            with self._lock:
+                entry = self._entries.get(product_id)
+                if entry is not None and entry[1] > self._clock():
+                    self._entries.move_to_end(product_id)
+                    CACHE_REQUESTS.labels(result="near_hit").inc()
+                    # No fill follows a hit, so no generation token is needed.
+                    return CachedProduct(entry[0], None)
+        seq = self._seq
+        found = await self._redis.read(product_id)
+        if found.body is not None and listener.healthy:
+            listener.drain()
+            self._keep(product_id, found.body, seq)
+        return found
+
+    async def fill(self, product_id: int, body: bytes, token: str | None) -> None:
+        # Kept locally on the next read, once Redis has accepted it (the fill may be refused).
+        await self._redis.fill(product_id, body, token)
+
+    async def invalidate(self, product_id: int) -> None:
+        self._drop(product_id)
+        await self._redis.invalidate(product_id)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._listener.close()
+        self._flush()
+        await self._redis.close()
+
+    def _keep(self, product_id: int, body: bytes, seq: int) -> None:
+        with self._lock:
+            if seq != self._seq:
+                return  # an invalidation arrived while this body was in flight
+            self._entries[product_id] = (body, self._clock() + self._ttl)
+            self._entries.move_to_end(product_id)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def _drop(self, product_id: int) -> None:
+        with self._lock:
+            self._seq += 1
+            self._entries.pop(product_id, None)
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._seq += 1
+            self._entries.clear()
+
+    def _on_message(self, payload: bytes) -> None:
+        if payload == FLUSH_ALL:
+            self._flush()
+            return
+        try:
+            product_id = int(payload)
+        except ValueError:
+            self._flush()  # not ours to parse: safest to forget everything
+            return
+        self._drop(product_id)
