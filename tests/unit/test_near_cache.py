@@ -170,7 +170,8 @@ async def test_nothing_is_served_or_kept_while_the_subscription_is_down() -> Non
 
     assert (await near.read(1)).body == b"v2"
     assert (await near.read(1)).body == b"v2"
-    assert redis.reads == 3 and len(near) == 0
+    assert redis.reads == 3
+    assert len(near) == 0
 
 
 async def test_entries_expire_and_the_bound_evicts_the_least_recently_used() -> None:
