@@ -15,8 +15,10 @@ from stockroom.adapters.storage import build_image_store
 from stockroom.config import Settings
 from stockroom.db.engine import create_engine
 from stockroom.db.health import ping_database
+from stockroom.db.lookups import AsyncpgLookups
 from stockroom.db.uow import SqlUnitOfWork
-from stockroom.domain.ports import ImageStore, ProductCache, UnitOfWork
+from stockroom.domain.lookups import UnitOfWorkLookups
+from stockroom.domain.ports import ImageStore, Lookups, ProductCache, UnitOfWork
 from stockroom.pipeline.address_policy import AddressPolicy
 from stockroom.pipeline.processing import PipelineContext
 from stockroom.pipeline.relay import OutboxRelay
@@ -31,6 +33,7 @@ class Services:
     store: ImageStore
     cache: ProductCache
     token_cache: ProductCache | None = None
+    lookups: Lookups = field(init=False)  # set by bootstrap()
     broker: dramatiq.Broker | None = None
     task_queue: DramatiqTaskQueue | None = None
     relay: OutboxRelay | None = None
@@ -74,6 +77,7 @@ async def bootstrap(
         cache=cache if cache is not None else _product_cache(settings, "product:"),
     )
     services.token_cache = _product_cache(settings, "token:")
+    services.lookups = _lookups(services)
     services.readiness = {
         "database": lambda: ping_database(engine),
         "cache": services.cache.ping,
@@ -87,6 +91,15 @@ async def bootstrap(
     return services
 
 
+def _lookups(services: Services) -> Lookups:
+    """The hot path's point reads: a bare asyncpg pool on PostgreSQL (docs/architecture.md),
+    the repositories of a read-only unit of work elsewhere."""
+    if services.engine.dialect.name == "postgresql":
+        settings = services.settings
+        return AsyncpgLookups.from_url(settings.database_url, settings.database_pool_size)
+    return UnitOfWorkLookups(services.read_uow)
+
+
 def _product_cache(settings: Settings, namespace: str) -> ProductCache:
     return build_product_cache(
         settings.cache_url,
@@ -94,6 +107,7 @@ def _product_cache(settings: Settings, namespace: str) -> ProductCache:
         socket_timeout=settings.cache_socket_timeout_seconds,
         breaker_cooldown=settings.cache_breaker_cooldown_seconds,
         key_prefix=settings.cache_key_prefix + namespace,
+        near_max_entries=settings.cache_near_max_entries,
     )
 
 
@@ -116,4 +130,5 @@ async def shutdown(services: Services, *, close_shared: bool = True) -> None:
     if close_shared:
         await services.cache.close()
         await services.store.close()
+    await services.lookups.close()
     await services.engine.dispose()

@@ -241,7 +241,7 @@ async def test_jobs_a_previous_run_left_unfinished_are_processed_at_start(
     services = await bootstrap(settings)
     try:
         alice = await make_account(services, "restart@example.com")
-        user = await users.authenticate(services.uow(), alice.token)
+        user = await users.authenticate(services.lookups, alice.token)
         created = await products.create_product(
             services.uow(),
             user,

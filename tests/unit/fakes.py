@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from stockroom.domain.errors import EmailTaken, IdempotentRequestInFlight, SkuTaken
+from stockroom.domain.lookups import UnitOfWorkLookups
 from stockroom.domain.models import (
     ApiToken,
     ImageJob,
@@ -70,6 +71,9 @@ class FakeDatabase:
 
     def uow(self) -> FakeUnitOfWork:
         return FakeUnitOfWork(self)
+
+    def lookups(self) -> UnitOfWorkLookups:
+        return UnitOfWorkLookups(self.uow)
 
     def set_image(self, image_id: int, **values: Any) -> None:
         """Stand in for the image pipeline: change a committed image row."""

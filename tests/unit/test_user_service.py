@@ -47,7 +47,7 @@ async def test_create_user_normalises_email_and_issues_a_working_token(db: FakeD
 
     assert (user.email, user.name, user.is_admin) == ("alice@example.com", "Alice", False)
     assert issued.token.user_id == user.id
-    assert await users.authenticate(db.uow(), issued.secret) == user
+    assert await users.authenticate(db.lookups(), issued.secret) == user
 
 
 async def test_only_the_token_hash_is_stored(db: FakeDatabase) -> None:
@@ -77,7 +77,7 @@ async def test_unknown_or_malformed_tokens_are_invalid(db: FakeDatabase, secret:
     await users.create_user(db.uow(), email="a@example.com")
 
     with pytest.raises(InvalidToken):
-        await users.authenticate(db.uow(), secret)
+        await users.authenticate(db.lookups(), secret)
 
 
 async def test_a_token_must_match_exactly(db: FakeDatabase) -> None:
@@ -85,7 +85,7 @@ async def test_a_token_must_match_exactly(db: FakeDatabase) -> None:
 
     for near_miss in (issued.secret[:-1], issued.secret + "x", issued.secret.upper()):
         with pytest.raises(InvalidToken):
-            await users.authenticate(db.uow(), near_miss)
+            await users.authenticate(db.lookups(), near_miss)
 
 
 async def test_a_new_token_works_alongside_the_first(db: FakeDatabase) -> None:
@@ -95,8 +95,8 @@ async def test_a_new_token_works_alongside_the_first(db: FakeDatabase) -> None:
 
     assert second.secret != first.secret
     assert (second.token.name, second.token.user_id) == ("ci", user.id)
-    assert await users.authenticate(db.uow(), first.secret) == user
-    assert await users.authenticate(db.uow(), second.secret) == user
+    assert await users.authenticate(db.lookups(), first.secret) == user
+    assert await users.authenticate(db.lookups(), second.secret) == user
 
 
 async def test_a_revoked_token_no_longer_authenticates(db: FakeDatabase) -> None:
@@ -106,8 +106,8 @@ async def test_a_revoked_token_no_longer_authenticates(db: FakeDatabase) -> None
     await users.revoke_token(db.uow(), user, first.token.id)
 
     with pytest.raises(InvalidToken):
-        await users.authenticate(db.uow(), first.secret)
-    assert await users.authenticate(db.uow(), second.secret) == user
+        await users.authenticate(db.lookups(), first.secret)
+    assert await users.authenticate(db.lookups(), second.secret) == user
     with pytest.raises(TokenNotFound):
         await users.revoke_token(db.uow(), user, first.token.id)
 
@@ -119,7 +119,7 @@ async def test_nobody_revokes_someone_elses_token(db: FakeDatabase) -> None:
     with pytest.raises(TokenNotFound):
         await users.revoke_token(db.uow(), bob, alices.token.id)
 
-    assert await users.authenticate(db.uow(), alices.secret) == alice
+    assert await users.authenticate(db.lookups(), alices.secret) == alice
 
 
 def test_require_admin_refuses_everyone_else() -> None:

@@ -9,6 +9,8 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+APPLICATION_NAME = "stockroom"  # what pg_stat_activity shows for our connections
+
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
@@ -26,7 +28,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_recycle=1800,
         connect_args={
             "server_settings": {
-                "application_name": "stockroom",
+                "application_name": APPLICATION_NAME,
                 # asyncpg prepares every statement; after five runs PostgreSQL may switch to
                 # a generic plan that cannot see the LIKE pattern or the price bound, and
                 # picks a 70 ms bitmap plan over a 1 ms index walk (docs/performance.md).

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, delete, insert, literal, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, insert, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
@@ -74,8 +74,8 @@ class SqlProductRepository:
         rows = (await self._conn.execute(_GET_PRODUCT, {"product_id": product_id})).all()
         if not rows:
             return None
-        images = tuple(_image_from_prefixed(row) for row in rows if row.img_id is not None)
-        return _product(rows[0], images)
+        images = tuple(image_from_prefixed(row._mapping) for row in rows if row.img_id is not None)
+        return product_from(rows[0]._mapping, images)
 
     async def search(self, query: ProductQuery) -> list[Product]:
         column, descending = _SORTS[query.sort]
@@ -98,7 +98,7 @@ class SqlProductRepository:
         statement = select(products).where(and_(*conditions)).order_by(*order).limit(query.limit)
         rows = (await self._conn.execute(statement)).all()
         images = await self._images_of([row.id for row in rows])
-        return [_product(row, images.get(row.id, ())) for row in rows]
+        return [product_from(row._mapping, images.get(row.id, ())) for row in rows]
 
     async def update(self, product_id: int, fields: dict[str, object]) -> None:
         statement = (
@@ -226,23 +226,25 @@ def _translate_sku_conflict() -> Iterator[None]:
         raise
 
 
-def _product(row: Row[Any], images: Sequence[ProductImage]) -> Product:
+def product_from(values: Any, images: Sequence[ProductImage]) -> Product:
+    """A product from a `products` row, read by column name (a SQLAlchemy row's
+    `_mapping` or an asyncpg record: db/lookups.py maps its rows through here too)."""
     return Product(
-        id=row.id,
-        user_id=row.user_id,
-        sku=row.sku,
-        product_name=row.product_name,
-        product_description=row.product_description,
-        product_price=row.product_price,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        id=values["id"],
+        user_id=values["user_id"],
+        sku=values["sku"],
+        product_name=values["product_name"],
+        product_description=values["product_description"],
+        product_price=values["product_price"],
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
         images=tuple(images),
     )
 
 
-def _image_from_prefixed(row: Row[Any]) -> ProductImage:
-    mapping = row._mapping
-    return _image({c.name: mapping[f"img_{c.name}"] for c in _IMAGE_COLUMNS})
+def image_from_prefixed(values: Any) -> ProductImage:
+    """An image from the `img_`-prefixed columns of the product-with-images join."""
+    return _image({c.name: values[f"img_{c.name}"] for c in _IMAGE_COLUMNS})
 
 
 def _image(values: Any) -> ProductImage:

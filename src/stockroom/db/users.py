@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -36,19 +36,19 @@ class SqlUserRepository:
             row = (await self._conn.execute(statement)).one()
         except IntegrityError as exc:
             raise EmailTaken() from exc
-        return _user(row)
+        return user_from(row._mapping)
 
     async def get(self, user_id: int) -> User | None:
         row = (await self._conn.execute(select(users).where(users.c.id == user_id))).first()
-        return _user(row) if row else None
+        return user_from(row._mapping) if row else None
 
     async def by_email(self, email: str) -> User | None:
         row = (await self._conn.execute(select(users).where(users.c.email == email))).first()
-        return _user(row) if row else None
+        return user_from(row._mapping) if row else None
 
     async def by_token_hash(self, token_hash: str) -> User | None:
         row = (await self._conn.execute(_BY_TOKEN_HASH, {"token_hash": token_hash})).first()
-        return _user(row) if row else None
+        return user_from(row._mapping) if row else None
 
     async def exists(self, user_id: int) -> bool:
         statement = select(users.c.id).where(users.c.id == user_id)
@@ -115,11 +115,13 @@ class SqlIdempotencyRepository:
             raise IdempotentRequestInFlight() from exc
 
 
-def _user(row: Row[Any]) -> User:
+def user_from(values: Any) -> User:
+    """A user from a `users` row, read by column name (a SQLAlchemy row's `_mapping` or an
+    asyncpg record)."""
     return User(
-        id=row.id,
-        email=row.email,
-        name=row.name,
-        is_admin=row.is_admin,
-        created_at=row.created_at,
+        id=values["id"],
+        email=values["email"],
+        name=values["name"],
+        is_admin=values["is_admin"],
+        created_at=values["created_at"],
     )

@@ -245,3 +245,21 @@ class UnitOfWork(Protocol):
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+class Lookups(Protocol):
+    """The point reads of the hot path (every authenticated GET makes them), kept apart from
+    the unit of work so PostgreSQL can serve them with the fewest layers in between.
+
+    Every method raises DatabaseUnavailable when the database cannot be reached.
+    """
+
+    async def product(self, product_id: int) -> Product | None:
+        """The product with its images in position order, or None."""
+        ...
+
+    async def user_by_token_hash(self, token_hash: str) -> User | None:
+        """The owner of the token with this hash, or None for an unknown or revoked one."""
+        ...
+
+    async def close(self) -> None: ...

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from stockroom.domain.errors import ProductNotFound
 from stockroom.domain.models import Product, User
-from stockroom.domain.ports import ProductCache, UnitOfWork
-from stockroom.domain.products import get_product
+from stockroom.domain.ports import Lookups, ProductCache
+from stockroom.domain.products import visible_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ def etag_of(body: bytes) -> str:
 
 
 async def read_product(
-    uow: UnitOfWork,
+    lookups: Lookups,
     cache: ProductCache,
     actor: User,
     product_id: int,
@@ -40,7 +40,7 @@ async def read_product(
         if owner_id != actor.id and not actor.is_admin:
             raise ProductNotFound()
         return ProductBody(body, etag, cached=True)
-    product = await get_product(uow, actor, product_id)
+    product = visible_to(actor, await lookups.product(product_id))
     body = render(product)
     etag = etag_of(body)
     await cache.fill(product_id, _pack(product.user_id, etag, body), entry.token)

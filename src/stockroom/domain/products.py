@@ -291,8 +291,11 @@ async def _get(uow: UnitOfWork, product_id: int) -> Product:
 
 
 async def _get_visible(uow: UnitOfWork, actor: User, product_id: int) -> Product:
+    return visible_to(actor, await uow.products.get(product_id))
+
+
+def visible_to(actor: User, product: Product | None) -> Product:
     """404, never 403, for someone else's product: its existence is not revealed."""
-    product = await uow.products.get(product_id)
     if product is None or (product.user_id != actor.id and not actor.is_admin):
         raise ProductNotFound()
     return product

@@ -17,7 +17,7 @@ from stockroom.domain.errors import (
     UserNotFound,
 )
 from stockroom.domain.models import IssuedToken, User
-from stockroom.domain.ports import ProductCache, UnitOfWork
+from stockroom.domain.ports import Lookups, ProductCache, UnitOfWork
 
 TOKEN_PREFIX = "sr_"  # noqa: S105 - a prefix, not a secret
 
@@ -45,7 +45,7 @@ async def create_user(
     return user, issued
 
 
-async def authenticate(uow: UnitOfWork, secret: str, cache: ProductCache | None = None) -> User:
+async def authenticate(lookups: Lookups, secret: str, cache: ProductCache | None = None) -> User:
     """The user owning `secret`; raises InvalidToken for unknown or revoked tokens.
 
     With a cache, a known token costs no database query: the entry (token hash -> user) is
@@ -60,8 +60,7 @@ async def authenticate(uow: UnitOfWork, secret: str, cache: ProductCache | None 
         cached_hash, _, user_json = entry.body.partition(b"\n")
         if hmac.compare_digest(cached_hash, token_hash.encode()):
             return _user_from_json(user_json)
-    async with uow:
-        user = await uow.users.by_token_hash(token_hash)
+    user = await lookups.user_by_token_hash(token_hash)
     if user is None:
         raise InvalidToken()
     if cache is not None and entry is not None:

@@ -1,0 +1,157 @@
+"""The hot-path point reads: `AsyncpgLookups` (hand-written SQL on a bare asyncpg pool)
+returns exactly what the SQLAlchemy repositories return, and a database it cannot reach
+is DatabaseUnavailable (a 503), never a 500."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.conftest import Account
+from tests.support.settings import make_settings
+
+from stockroom.bootstrap import Services, bootstrap, shutdown
+from stockroom.db.lookups import AsyncpgLookups, asyncpg_dsn
+from stockroom.domain import products, users
+from stockroom.domain.errors import DatabaseUnavailable
+from stockroom.domain.lookups import UnitOfWorkLookups
+from stockroom.domain.models import ImageResult, ImageStatus, Product, User
+from stockroom.domain.queries import NewProduct
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    """PostgreSQL only (overrides conftest's both-engines fixture for the API tests here)."""
+    return postgres_url
+
+
+@pytest.fixture
+async def pg_services(postgres_url: str, tmp_path: Path) -> AsyncIterator[Services]:
+    services = await bootstrap(make_settings(postgres_url, tmp_path / "media"))
+    try:
+        yield services
+    finally:
+        await shutdown(services)
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def unreachable_lookups() -> AsyncpgLookups:
+    return AsyncpgLookups(f"postgresql://postgres@127.0.0.1:{closed_port()}/test", pool_size=2)
+
+
+async def catalogue(services: Services) -> tuple[User, str, Product, Product]:
+    """A user with a token, a product whose images are in every state, and one without."""
+    user, issued = await users.create_user(
+        services.uow(), email=f"lookups-{id(services)}@example.com", name="Lookups"
+    )
+    urls = tuple(f"https://img.example.com/{n}.jpg" for n in range(5))
+    draft = NewProduct(
+        product_name="Café lamp",
+        product_price=Decimal("1234.50"),
+        product_description="Lit\nwith ünïcode",
+        product_images=urls,
+        sku="LAMP-1",
+    )
+    with_images = (await products.create_product(services.uow(), user, draft)).product
+    bare_draft = NewProduct(product_name="Bare", product_price=Decimal("0.10"))
+    bare = (await products.create_product(services.uow(), user, bare_draft)).product
+    _queued, processing, ready, failed, tied = (image.id for image in with_images.images)
+    async with services.uow() as uow:
+        await uow.products.set_image_status(processing, ImageStatus.PROCESSING)
+        result = ImageResult("out/ab.jpg", "http://testserver/media/out/ab.jpg", 640, 480, 9, 3)
+        await uow.products.record_image_result(ready, result)
+        await uow.products.record_image_failure(failed, "HTTP 404 from source", "http_4xx")
+        # Two images at one position: the order falls back to the image id.
+        await uow.products.move_images([(tied, 1)])
+        await uow.commit()
+    return user, users.hash_token(issued.secret), with_images, bare
+
+
+async def test_asyncpg_lookups_equal_the_unit_of_work_ones(pg_services: Services) -> None:
+    fast = pg_services.lookups
+    reference = UnitOfWorkLookups(pg_services.read_uow)
+    assert isinstance(fast, AsyncpgLookups)
+    user, token_hash, with_images, bare = await catalogue(pg_services)
+
+    for product_id in (with_images.id, bare.id, bare.id + 1000):
+        assert await fast.product(product_id) == await reference.product(product_id)
+    for digest in (token_hash, users.hash_token("sr_unknown")):
+        assert await fast.user_by_token_hash(digest) == await reference.user_by_token_hash(digest)
+
+    product = await fast.product(with_images.id)
+    assert product is not None
+    assert product.product_price == Decimal("1234.50")
+    assert product.created_at.utcoffset() == UTC.utcoffset(None)
+    assert [(image.position, image.status) for image in product.images] == [
+        (0, ImageStatus.PENDING),
+        (1, ImageStatus.PROCESSING),
+        (1, ImageStatus.PENDING),
+        (2, ImageStatus.READY),
+        (3, ImageStatus.FAILED),
+    ]
+    assert product.images[1].id < product.images[2].id  # the tie, by id
+    assert product.images[3].width == 640
+    assert product.images[4].error_code == "http_4xx"
+    assert await fast.product(bare.id + 1000) is None
+    assert await fast.user_by_token_hash(token_hash) == user
+    assert await fast.user_by_token_hash(users.hash_token("sr_unknown")) is None
+
+
+async def test_sqlite_reads_through_the_unit_of_work(sqlite_url: str, tmp_path: Path) -> None:
+    services = await bootstrap(make_settings(sqlite_url, tmp_path / "media"))
+    try:
+        assert isinstance(services.lookups, UnitOfWorkLookups)
+    finally:
+        await shutdown(services)
+
+
+def test_the_dsn_is_the_sqlalchemy_url_with_its_password() -> None:
+    url = "postgresql+asyncpg://app:s%40cret@db.internal:6432/stock?ssl=require"
+
+    assert asyncpg_dsn(url) == "postgresql://app:s%40cret@db.internal:6432/stock?ssl=require"
+
+
+async def test_an_unreachable_database_is_database_unavailable() -> None:
+    lookups = unreachable_lookups()
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await lookups.product(1)
+        with pytest.raises(DatabaseUnavailable):  # tried again, not stuck on a broken pool
+            await lookups.user_by_token_hash("0" * 64)
+    finally:
+        await lookups.close()
+
+
+async def test_the_api_answers_503_when_the_lookups_cannot_reach_the_database(
+    client: httpx.AsyncClient, services: Services, alice: Account, bob: Account
+) -> None:
+    created = await client.post(
+        "/products", json={"product_name": "Lamp", "product_price": "5"}, headers=alice.headers
+    )
+    assert created.status_code == 201
+    working, services.lookups = services.lookups, unreachable_lookups()
+    try:
+        product = await client.get(f"/products/{created.json()['id']}", headers=alice.headers)
+        token = await client.get("/products/1", headers=bob.headers)  # bob's token: not cached
+    finally:
+        await services.lookups.close()
+        services.lookups = working
+
+    for response in (product, token):
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["type"].endswith("/database_unavailable")
