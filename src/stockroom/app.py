@@ -63,7 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware)
     app.add_middleware(RequestContextMiddleware)  # added last: outermost, sees every answer
-    for router in (health.router, users.router, products.router, admin.router):
+    # Starlette tries routes in order until one matches: the hot one (GET /products/{id})
+    # goes first.
+    for router in (products.router, users.router, health.router, admin.router):
         app.include_router(router)
     if settings.storage_url.startswith("file:"):
         root = FileImageStore.from_url(settings.storage_url, settings.public_base_url).root

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from pydantic import WithJsonSchema
 
 from stockroom.api.deps import CurrentUser, ReadUowDep, RequestId, ServicesDep, UowDep
@@ -18,6 +18,7 @@ from stockroom.api.schemas import (
     product_json,
     product_page_json,
 )
+from stockroom.bootstrap import Services
 from stockroom.domain import products
 from stockroom.domain.pagination import decode_cursor, encode_cursor
 from stockroom.domain.product_reads import read_product
@@ -71,13 +72,14 @@ async def create_product(
 
 @router.get("/{product_id}", response_model=ProductPublic, responses={304: {}, 404: {}})
 async def get_product(
+    request: Request,
     product_id: ProductId,
     user: CurrentUser,
-    uow: ReadUowDep,
-    services: ServicesDep,
     if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
 ) -> Response:
-    found = await read_product(uow, services.cache, user, product_id, product_json)
+    # The hot read: as few dependencies as FastAPI allows (each costs per request).
+    services: Services = request.app.state.services
+    found = await read_product(services.lookups, services.cache, user, product_id, product_json)
     headers = {
         "ETag": found.etag,
         "X-Cache": "HIT" if found.cached else "MISS",
