@@ -45,7 +45,7 @@ REDIS_URL = "redis://127.0.0.1:6379/15"  # db 15 only: db 0 belongs to others
 ANCHOR_KEY = "stockroom-bench:anchor"
 PLAN = seeding.SeedPlan(total_products=100_000, user_products=10_000)
 HOT_IDS = (10, 10_000, 10)  # first, last, step: 1,000 of the benchmark user's products
-SERVERS = ("uvicorn", "granian")
+SERVERS = ("uvicorn", "granian")  # BENCH_CACHE_SERVERS=uvicorn narrows a run while iterating
 TARGET_HIT = 0.8
 TARGET_HIT_P99 = 2.0
 TARGET_MISS = 0.6
@@ -228,7 +228,11 @@ class CacheBenchmark:
         result = SectionResult(self.name, self.title)
         result.meta["cpu_busy_before_load"] = background = await busy_cores()
         print(f"[cache] machine busy {background:.0f} % of a core before loading", file=sys.stderr)
-        runs = [await measure_server(s, seeded.token, seconds, warmup) for s in SERVERS]
+        servers = os.environ.get("BENCH_CACHE_SERVERS", ",".join(SERVERS)).split(",")
+        unknown = set(servers) - set(SERVERS)
+        if unknown:
+            raise CacheBenchError(f"BENCH_CACHE_SERVERS: unknown server(s) {sorted(unknown)}")
+        runs = [await measure_server(s, seeded.token, seconds, warmup) for s in servers]
         lines = []
         for run in runs:
             constant = run.loads["constant"].requests_per_s
