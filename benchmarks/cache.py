@@ -7,8 +7,11 @@ Per server, two starts of the same build on the seeded PostgreSQL database
 
 1. `STOCKROOM_CACHE_URL=redis://127.0.0.1:6379/15` (db 15 is flushed first; never db 0):
    (a) constant bytes, the app's own GET /health, (b) one `redis.get`, (c) one asyncpg
-   primary-key select, (d) GET /products/{id} over 1,000 products, all cached beforehand;
-2. `STOCKROOM_CACHE_URL=none://`: (c) again (the same-process yardstick) and
+   primary-key select, (d) GET /products/{id} over 1,000 products, all cached beforehand
+   (served by the per-process near-cache, the default);
+2. the same with `STOCKROOM_CACHE_NEAR_MAX_ENTRIES=0`: (b) again and (d') the hit served
+   from Redis (token and product: two round trips);
+3. `STOCKROOM_CACHE_URL=none://`: (c) again (the same-process yardstick) and
    (e) GET /products/{id} over the same 1,000 products, every one read from PostgreSQL.
 
 Targets: (d) >= 0.8 x (b) in req/s with p99(d) <= 2 x p99(b); (e) >= 0.6 x (c).
@@ -73,11 +76,12 @@ def _command(server: str, port: int) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def bench_server(
-    server: str, cache_url: str, log_path: Path
+    server: str, cache_url: str, log_path: Path, near_entries: int = 10_000
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     env = production_env(
         STOCKROOM_CACHE_URL=cache_url,
+        STOCKROOM_CACHE_NEAR_MAX_ENTRIES=str(near_entries),
         STOCKROOM_BROKER_URL="memory://",
         BENCH_ANCHOR_REDIS_URL=REDIS_URL,
         BENCH_ANCHOR_REDIS_KEY=ANCHOR_KEY,
@@ -141,7 +145,9 @@ ROWS = {
     "health": "(a') GET /health, the Stockroom app's constant endpoint",
     "redis": "(b) one redis.get, /_bench/redis-get",
     "pg": "(c) one asyncpg pk select, /_bench/pg-select",
-    "hit": "(d) GET /products/{id}, cache hit",
+    "hit": "(d) GET /products/{id}, cache hit (near-cache)",
+    "redis_second": "(b) one redis.get, server with the near-cache off",
+    "hit_redis": "(d') GET /products/{id}, cache hit from Redis (near-cache off)",
     "pg_nocache": "(c) one asyncpg pk select, server with cache off",
     "miss": "(e) GET /products/{id}, cache disabled (none://)",
 }
@@ -151,11 +157,15 @@ async def measure_server(server: str, token: str, seconds: float, warmup: float)
     loads: dict[str, LoadResult] = {}
     first, last, step = HOT_IDS
     ids = (str(first), str(last), str(step))
-    for cache_url in (REDIS_URL, "none://"):
+    for cache_url, near_entries, start in (
+        (REDIS_URL, 10_000, "redis"),
+        (REDIS_URL, 0, "redis-only"),
+        ("none://", 0, "none"),
+    ):
         await asyncio.to_thread(_redis_flush_and_set, None)
         cached = cache_url != "none://"
-        log = RESULTS_DIR / f"server-cache-{server}-{'redis' if cached else 'none'}.log"
-        async with bench_server(server, cache_url, log) as (base_url, process):
+        log = RESULTS_DIR / f"server-cache-{server}-{start}.log"
+        async with bench_server(server, cache_url, log, near_entries) as (base_url, process):
             body = await _prime(base_url, token, expect_cached=cached)
             # The anchor's value: the very bytes a hit returns, so (b) and (d) move as much.
             await asyncio.to_thread(_redis_flush_and_set, body)
@@ -166,20 +176,24 @@ async def measure_server(server: str, token: str, seconds: float, warmup: float)
             }
             wrk = Wrk(base_url, groups)
             try:
-                plan: list[tuple[str, str, str, tuple[str, ...], bool]] = (
-                    [
+                plans: dict[str, list[tuple[str, str, str, tuple[str, ...], bool]]] = {
+                    "redis": [
                         ("constant", "/_bench/constant", "static", (), False),
                         ("health", "/health", "static", (), False),
                         ("redis", "/_bench/redis-get", "static", (), False),
                         ("pg", "/_bench/pg-select", "static", (), False),
                         ("hit", "/products/1", "ids", ids, True),
-                    ]
-                    if cached
-                    else [
+                    ],
+                    "redis-only": [
+                        ("redis_second", "/_bench/redis-get", "static", (), False),
+                        ("hit_redis", "/products/1", "ids", ids, True),
+                    ],
+                    "none": [
                         ("pg_nocache", "/_bench/pg-select", "static", (), False),
                         ("miss", "/products/1", "ids", ids, True),
-                    ]
-                )
+                    ],
+                }
+                plan = plans[start]
                 for key, path, mode, args, auth in plan:
                     print(f"[cache] {server} {key}: {CONNECTIONS} conn, {seconds:.0f} s",
                           file=sys.stderr)  # fmt: skip
@@ -204,12 +218,17 @@ def _verdicts(run: ServerRun) -> dict[str, float | bool]:
     loads = run.loads
     hit_ratio = loads["hit"].requests_per_s / loads["redis"].requests_per_s
     hit_p99 = loads["hit"].p99_ms / loads["redis"].p99_ms
+    redis_hit_ratio = loads["hit_redis"].requests_per_s / loads["redis_second"].requests_per_s
     miss_ratio = loads["miss"].requests_per_s / loads["pg_nocache"].requests_per_s
     miss_ratio_first = loads["miss"].requests_per_s / loads["pg"].requests_per_s
     return {
         "hit_over_redis": round(hit_ratio, 3),
         "hit_p99_over_redis_p99": round(hit_p99, 2),
         "hit_met": hit_ratio >= TARGET_HIT and hit_p99 <= TARGET_HIT_P99,
+        "redis_hit_over_redis": round(redis_hit_ratio, 3),
+        "hit_over_constant": round(
+            loads["hit"].requests_per_s / loads["constant"].requests_per_s, 3
+        ),
         "miss_over_pg": round(miss_ratio, 3),
         "miss_over_pg_first_server": round(miss_ratio_first, 3),
         "miss_met": miss_ratio >= TARGET_MISS,
@@ -256,7 +275,9 @@ class CacheBenchmark:
                 f"{'met' if verdict['hit_met'] else 'NOT met'}; (e)/(c) = "
                 f"{verdict['miss_over_pg']:.2f} (>= {TARGET_MISS}; vs the first start's (c): "
                 f"{verdict['miss_over_pg_first_server']:.2f}): "
-                f"{'met' if verdict['miss_met'] else 'NOT met'}"
+                f"{'met' if verdict['miss_met'] else 'NOT met'}; near-cache off: (d')/(b) = "
+                f"{verdict['redis_hit_over_redis']:.2f}; stretch (d)/(a) = "
+                f"{verdict['hit_over_constant']:.2f} (>= 0.5)"
             )
             errors = {k: v.errors for k, v in run.loads.items() if any(v.errors.values())}
             if errors:
