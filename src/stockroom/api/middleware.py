@@ -3,12 +3,15 @@ and a problem+json 500 (with the request id) for anything unhandled."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 import structlog
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stockroom.api.errors import problem
@@ -18,6 +21,12 @@ log = structlog.get_logger("stockroom.http")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
+# A fresh id is a random per-process prefix and a counter: unique across processes like a
+# uuid4, without a getrandom() call on every request.
+_ID_PREFIX = secrets.token_hex(8)
+_id_counter = itertools.count(1)
+
+
 def request_id_from(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
@@ -25,7 +34,7 @@ def request_id_from(scope: Scope) -> str:
             if _SAFE_REQUEST_ID.match(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 class RequestContextMiddleware:
@@ -68,8 +77,8 @@ class RequestContextMiddleware:
     def _record(scope: Scope, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "unmatched"
         method = scope["method"]
-        HTTP_REQUESTS.labels(method, route, str(status)).inc()
-        HTTP_LATENCY.labels(method, route).observe(seconds)
+        _requests_counter(method, route, status).inc()
+        _latency_histogram(method, route).observe(seconds)
         state: dict[str, Any] = scope.get("state", {})
         log.info(
             "http.request",
@@ -80,3 +89,15 @@ class RequestContextMiddleware:
             duration_ms=round(seconds * 1000, 2),
             user_id=state.get("user_id"),
         )
+
+
+# prometheus_client's labels() validates and looks up on every call; routes, methods and
+# statuses are few, so the children are kept here.
+@functools.lru_cache(maxsize=1024)
+def _requests_counter(method: str, route: str, status: int) -> Counter:
+    return HTTP_REQUESTS.labels(method, route, str(status))
+
+
+@functools.lru_cache(maxsize=1024)
+def _latency_histogram(method: str, route: str) -> Histogram:
+    return HTTP_LATENCY.labels(method, route)
