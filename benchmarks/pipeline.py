@@ -7,7 +7,9 @@ libvips loop over the same corpus, in the same run.
 * End to end: PostgreSQL (`stockroom_bench_pipeline`), RabbitMQ (a dedicated vhost,
   deleted afterwards), Redis db 15, file storage; `stockroom serve` (API + outbox relay)
   and `stockroom worker --processes 2 --threads 1` as subprocesses; the corpus served over
-  HTTP on 127.0.0.1. Every corpus image is POSTed (products of 10 images), and images/s is
+  HTTP on 127.0.0.1. The corpus is POSTed as many times as the bare loop runs it (products
+  of 10 images, every URL unique, so every round is downloaded and processed again: the
+  workers' `image.processed` events are counted to prove it), and images/s is
   N / (first POST to the last image row turning `ready`), read from the rows' timestamps.
 * Latency: on the otherwise idle system, 20 single-image products, one at a time, each
   waited for (polling its row every 5 ms): POST -> ready, broken down with the job's and
@@ -322,6 +324,7 @@ class EndToEnd:
     post_seconds: float
     cpu: dict[str, float]
     job_ms: dict[str, float]  # medians from the worker log: fetch, whole job
+    processed: int  # `image.processed` events in the window: one per image, none skipped
 
     @property
     def images_per_s(self) -> float:
@@ -340,7 +343,11 @@ async def end_to_end(system: System, names: list[str]) -> EndToEnd:
     cpu = watch.stop(time.perf_counter() - started)
     await asyncio.sleep(0.2)  # the last `image.processed` line
     job_ms = _job_times(system.logs["worker"], log_offset)
-    return EndToEnd(len(names), last.timestamp() - started_wall, post_seconds, cpu, job_ms)
+    processed = int(job_ms.pop("image.processed_count", 0))
+    if processed != len(names):
+        raise PipelineError(f"{processed} images processed for {len(names)} posted")
+    seconds = last.timestamp() - started_wall
+    return EndToEnd(len(names), seconds, post_seconds, cpu, job_ms, processed)
 
 
 def _job_times(log: Path, offset: int) -> dict[str, float]:
@@ -354,11 +361,15 @@ def _job_times(log: Path, offset: int) -> dict[str, float]:
                 event = json.loads(line)
                 if event.get("event") in times and "ms" in event:
                     times[event["event"]].append(float(event["ms"]))
-    return {
-        f"{name}_median": round(statistics.median(values), 1)
-        for name, values in times.items()
-        if values
-    } | {f"{name}_sum_s": round(sum(values) / 1000, 2) for name, values in times.items()}
+    return (
+        {
+            f"{name}_median": round(statistics.median(values), 1)
+            for name, values in times.items()
+            if values
+        }
+        | {f"{name}_sum_s": round(sum(values) / 1000, 2) for name, values in times.items()}
+        | {f"{name}_count": len(values) for name, values in times.items()}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,8 +546,8 @@ class PipelineBenchmark:
             async with running_system(corpus, token) as system:
                 print("[pipeline] warming up the workers...", file=sys.stderr)
                 await _warm_up(system, corpus)
-                print(f"[pipeline] end to end: {len(names)} images...", file=sys.stderr)
-                e2e = await end_to_end(system, names)
+                print(f"[pipeline] end to end: {len(names)} images x {rounds}...", file=sys.stderr)
+                e2e = await end_to_end(system, names * rounds)
                 await asyncio.sleep(2)  # let the machine settle: the next rows are "idle"
                 print("[pipeline] one image at a time...", file=sys.stderr)
                 spread = [
@@ -585,6 +596,7 @@ class PipelineBenchmark:
                 note=_cpu_note(e2e.cpu),
                 extra={
                     "images": e2e.images,
+                    "processed_events": e2e.processed,
                     "seconds": round(e2e.seconds, 2),
                     "post_seconds": round(e2e.post_seconds, 2),
                     "worker_log_ms": e2e.job_ms,
