@@ -23,6 +23,7 @@ class ScriptedRedis:
         self.reads = 0
         self.pause: asyncio.Event | None = None
         self.read_started = asyncio.Event()
+        self.lost_invalidations: frozenset[int] = frozenset()
 
     async def read(self, product_id: int) -> CachedProduct:
         self.reads += 1
@@ -53,6 +54,14 @@ class ScriptedListener:
         self.pending: list[bytes] = []
 
     def start(self) -> None:
+        return None
+
+    def expect(self, payload: bytes) -> asyncio.Future[None]:
+        echo: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        echo.set_result(None)  # delivered at once
+        return echo
+
+    def forget(self, payload: bytes, future: asyncio.Future[None]) -> None:
         return None
 
     def drain(self) -> None:

@@ -129,10 +129,36 @@ class InvalidationListener:
         self._healthy = False
         self._last_pong = 0.0
         self._lost = asyncio.Event()
+        self._echoes: dict[bytes, list[asyncio.Future[None]]] = {}
 
     @property
     def healthy(self) -> bool:
         return self._healthy
+
+    def expect(self, payload: bytes) -> asyncio.Future[None]:
+        """A future resolved when `payload` next arrives (or the subscription is lost):
+        a writer waits for the echo of its own invalidation before answering."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._echoes.setdefault(payload, []).append(future)
+        return future
+
+    def forget(self, payload: bytes, future: asyncio.Future[None]) -> None:
+        waiting = self._echoes.get(payload, [])
+        if future in waiting:
+            waiting.remove(future)
+        if not waiting:
+            self._echoes.pop(payload, None)
+
+    def _release(self, payload: bytes | None) -> None:
+        """Resolve the writers waiting for `payload` (all of them when None)."""
+        if payload is None:
+            waiting = [f for futures in self._echoes.values() for f in futures]
+            self._echoes.clear()
+        else:
+            waiting = self._echoes.pop(payload, [])
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
 
     def start(self) -> None:
         """Start the keeper task on the running loop (idempotent)."""
@@ -183,6 +209,7 @@ class InvalidationListener:
         kind = value[0]
         if kind == b"message" and len(value) == 3 and isinstance(value[2], bytes):
             self._on_message(value[2])
+            self._release(value[2])
         elif kind == b"subscribe":
             self._on_flush()  # anything kept before this point may have missed messages
             self._healthy = True
@@ -197,6 +224,7 @@ class InvalidationListener:
         self._healthy = False
         self._on_flush()
         self._disconnect()
+        self._release(None)
         self._lost.set()
 
     def _disconnect(self) -> None:

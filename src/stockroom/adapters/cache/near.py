@@ -17,6 +17,8 @@ first out).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -44,11 +46,13 @@ class NearProductCache:
         *,
         ttl_seconds: float,
         max_entries: int,
+        echo_timeout: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
         self._ttl = ttl_seconds
         self._max = max_entries
+        self._echo_timeout = echo_timeout
         self._clock = clock
         self._entries: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
         self._seq = 0  # bumped by every invalidation or flush this process sees
@@ -86,8 +90,23 @@ class NearProductCache:
         await self._redis.fill(product_id, body, token)
 
     async def invalidate(self, product_id: int) -> None:
+        listener = self._listener
+        payload = str(product_id).encode()
+        echo = listener.expect(payload) if listener.healthy else None
         self._drop(product_id)
         await self._redis.invalidate(product_id)
+        if echo is None:
+            return
+        try:
+            # Redis answers the writer before it writes the message to subscribers (the
+            # writer's own subscription included, in the same pass): waiting for our echo
+            # means every other process's socket holds the message before our caller answers.
+            if product_id not in self._redis.lost_invalidations:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._echo_timeout):
+                        await echo
+        finally:
+            listener.forget(payload, echo)
 
     async def ping(self) -> None:
         await self._redis.ping()
