@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from stockroom.adapters.cache.bodies import ExpiringBodies
 from stockroom.adapters.cache.metrics import CACHE_REQUESTS
 from stockroom.domain.ports import CachedProduct
 
@@ -31,10 +32,8 @@ class MemoryProductCache:
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
-        self._ttl = ttl_seconds
         self._max = max_entries
-        self._clock = clock
-        self._bodies: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
+        self._bodies = ExpiringBodies(ttl_seconds=ttl_seconds, max_entries=max_entries, clock=clock)
         self._generations: OrderedDict[int, int] = OrderedDict()
         self._counter = 0
         self._floor = 0
@@ -64,16 +63,9 @@ class MemoryProductCache:
 
     def _read(self, product_id: int) -> CachedProduct:
         token = str(self._generations.get(product_id, self._floor))
-        entry = self._bodies.get(product_id)
-        if entry is not None and entry[1] <= self._clock():
-            del self._bodies[product_id]
-            entry = None
-        if entry is None:
-            CACHE_REQUESTS.labels(result="miss").inc()
-            return CachedProduct(None, token)
-        self._bodies.move_to_end(product_id)
-        CACHE_REQUESTS.labels(result="hit").inc()
-        return CachedProduct(entry[0], token)
+        body = self._bodies.get(product_id)
+        CACHE_REQUESTS.labels(result="miss" if body is None else "hit").inc()
+        return CachedProduct(body, token)
 
     async def fill(self, product_id: int, body: bytes, token: str | None) -> None:
         with self._lock:
@@ -82,10 +74,7 @@ class MemoryProductCache:
     def _fill(self, product_id: int, body: bytes, token: str | None) -> None:
         if token != str(self._generations.get(product_id, self._floor)):
             return
-        self._bodies[product_id] = (body, self._clock() + self._ttl)
-        self._bodies.move_to_end(product_id)
-        while len(self._bodies) > self._max:
-            self._bodies.popitem(last=False)
+        self._bodies.put(product_id, body)
 
     async def invalidate(self, product_id: int) -> None:
         with self._lock:
@@ -95,7 +84,7 @@ class MemoryProductCache:
         self._counter += 1
         self._generations[product_id] = self._counter
         self._generations.move_to_end(product_id)
-        self._bodies.pop(product_id, None)
+        self._bodies.pop(product_id)
         while len(self._generations) > self._max:
             _, evicted = self._generations.popitem(last=False)
             self._floor = max(self._floor, evicted)

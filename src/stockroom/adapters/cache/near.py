@@ -21,9 +21,9 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
+from stockroom.adapters.cache.bodies import ExpiringBodies
 from stockroom.adapters.cache.invalidations import InvalidationListener
 from stockroom.adapters.cache.metrics import CACHE_REQUESTS
 from stockroom.adapters.cache.redis import RedisProductCache
@@ -40,9 +40,7 @@ class NearProductCache:
     def __init__(
         self,
         redis: RedisProductCache,
-        listener_factory: Callable[
-            [Callable[[bytes], None], Callable[[], None]], InvalidationListener
-        ],
+        listener_factory: ListenerFactory,
         *,
         ttl_seconds: float,
         max_entries: int,
@@ -50,18 +48,13 @@ class NearProductCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
-        self._ttl = ttl_seconds
-        self._max = max_entries
         self._echo_timeout = echo_timeout
-        self._clock = clock
-        self._entries: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
+        self._entries = ExpiringBodies(
+            ttl_seconds=ttl_seconds, max_entries=max_entries, clock=clock
+        )
         self._seq = 0  # bumped by every invalidation or flush this process sees
         self._lock = threading.Lock()
         self._listener = listener_factory(self._on_message, self._flush)
-
-    @property
-    def redis(self) -> RedisProductCache:
-        return self._redis
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -72,12 +65,11 @@ class NearProductCache:
         listener.drain()
         if listener.healthy:
             with self._lock:
-                entry = self._entries.get(product_id)
-                if entry is not None and entry[1] > self._clock():
-                    self._entries.move_to_end(product_id)
-                    CACHE_REQUESTS.labels(result="near_hit").inc()
-                    # No fill follows a hit, so no generation token is needed.
-                    return CachedProduct(entry[0], None)
+                body = self._entries.get(product_id)
+            if body is not None:
+                CACHE_REQUESTS.labels(result="near_hit").inc()
+                # No fill follows a hit, so no generation token is needed.
+                return CachedProduct(body, None)
         seq = self._seq
         found = await self._redis.read(product_id)
         if found.body is not None and listener.healthy:
@@ -120,15 +112,12 @@ class NearProductCache:
         with self._lock:
             if seq != self._seq:
                 return  # an invalidation arrived while this body was in flight
-            self._entries[product_id] = (body, self._clock() + self._ttl)
-            self._entries.move_to_end(product_id)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+            self._entries.put(product_id, body)
 
     def _drop(self, product_id: int) -> None:
         with self._lock:
             self._seq += 1
-            self._entries.pop(product_id, None)
+            self._entries.pop(product_id)
 
     def _flush(self) -> None:
         with self._lock:
