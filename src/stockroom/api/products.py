@@ -8,7 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from pydantic import WithJsonSchema
 
-from stockroom.api.deps import CurrentUser, ReadUowDep, RequestId, ServicesDep, UowDep
+from stockroom.api.deps import (
+    CurrentUser,
+    ReadUowDep,
+    RequestId,
+    ServicesDep,
+    UowDep,
+    get_services,
+)
 from stockroom.api.fields import Text
 from stockroom.api.schemas import (
     ProductCreate,
@@ -18,7 +25,6 @@ from stockroom.api.schemas import (
     product_json,
     product_page_json,
 )
-from stockroom.bootstrap import Services
 from stockroom.domain import products
 from stockroom.domain.pagination import decode_cursor, encode_cursor
 from stockroom.domain.product_reads import read_product
@@ -77,8 +83,8 @@ async def get_product(
     user: CurrentUser,
     if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
 ) -> Response:
-    # The hot read: as few dependencies as FastAPI allows (each costs per request).
-    services: Services = request.app.state.services
+    # The hot read: as few declared dependencies as FastAPI allows (each costs per request).
+    services = await get_services(request)
     found = await read_product(services.lookups, services.cache, user, product_id, product_json)
     headers = {
         "ETag": found.etag,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from stockroom.domain.errors import ProductNotFound
 from stockroom.domain.models import Product, User
 from stockroom.domain.ports import Lookups, ProductCache
-from stockroom.domain.products import visible_to
+from stockroom.domain.products import may_see, visible_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ async def read_product(
     entry = await cache.read(product_id)
     if entry.body is not None:
         owner_id, etag, body = _unpack(entry.body)
-        if owner_id != actor.id and not actor.is_admin:
+        if not may_see(actor, owner_id):
             raise ProductNotFound()
         return ProductBody(body, etag, cached=True)
     product = visible_to(actor, await lookups.product(product_id))

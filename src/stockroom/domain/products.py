@@ -296,9 +296,14 @@ async def _get_visible(uow: UnitOfWork, actor: User, product_id: int) -> Product
 
 def visible_to(actor: User, product: Product | None) -> Product:
     """404, never 403, for someone else's product: its existence is not revealed."""
-    if product is None or (product.user_id != actor.id and not actor.is_admin):
+    if product is None or not may_see(actor, product.user_id):
         raise ProductNotFound()
     return product
+
+
+def may_see(actor: User, owner_id: int) -> bool:
+    """Owners see their own products; admins see everyone's."""
+    return owner_id == actor.id or actor.is_admin
 
 
 def _now() -> datetime:
