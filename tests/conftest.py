@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from fastapi import FastAPI
 from sqlalchemy import text
 
@@ -18,6 +19,14 @@ from stockroom.domain import users
 from tests.support.databases import empty_tables_sql, postgres_database, sqlite_database
 from tests.support.services import require
 from tests.support.settings import make_settings
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog_config() -> Iterator[None]:
+    """Every app a test builds configures structlog globally (a test may set ERROR); later
+    tests that capture warnings with `structlog.testing.capture_logs` must not inherit it."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
