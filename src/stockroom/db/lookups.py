@@ -59,6 +59,13 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset on release. The default sends `SELECT pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL` after every read: a second round trip per lookup. These
+    lookups are single read statements that leave nothing in the session (no SET, LISTEN,
+    advisory lock or cursor) and asyncpg still rolls back an open transaction itself."""
+
+
 def asyncpg_dsn(database_url: str) -> str:
     """`postgresql+asyncpg://...` (SQLAlchemy's URL) as a DSN asyncpg accepts."""
     url = make_url(database_url).set(drivername="postgresql")
@@ -109,6 +116,7 @@ class AsyncpgLookups:
                     min_size=1,
                     max_size=self._pool_size,
                     server_settings={"application_name": APPLICATION_NAME},
+                    reset=_keep_session,
                 )
                 with _translate_connection_errors():
                     try:
