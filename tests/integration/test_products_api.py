@@ -396,3 +396,79 @@ async def test_a_streamed_body_over_the_limit_is_413(
     )
 
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("product_id", "message"),
+    [
+        ("abc", "valid integer"),
+        ("0", "greater than or equal to 1"),
+        ("-1", "greater than or equal to 1"),
+        (str(2**63), "less than or equal to 9223372036854775807"),
+    ],
+)
+async def test_a_bad_product_id_is_422_naming_it(
+    client: httpx.AsyncClient, alice: Account, product_id: str, message: str
+) -> None:
+    response = await client.get(f"/products/{product_id}", headers=alice.headers)
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    [error] = response.json()["errors"]
+    assert error["field"] == "product_id"
+    assert message in error["message"]
+
+
+async def test_get_without_a_valid_token_is_401_whatever_the_id(
+    client: httpx.AsyncClient,
+) -> None:
+    for headers in ({}, {"Authorization": "Bearer sr_wrong"}, {"Authorization": "Basic abc"}):
+        for path in ("/products/1", "/products/abc"):
+            response = await client.get(path, headers=headers)
+            assert response.status_code == 401, (path, headers)
+            assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_an_overlong_if_none_match_is_422(client: httpx.AsyncClient, alice: Account) -> None:
+    created = await client.post("/products", json=LAMP, headers=alice.headers)
+
+    response = await client.get(
+        f"/products/{created.json()['id']}", headers={**alice.headers, "If-None-Match": "x" * 1025}
+    )
+
+    assert response.status_code == 422
+    assert [error["field"] for error in response.json()["errors"]] == ["if-none-match"]
+
+
+async def test_head_answers_like_get_without_a_body(
+    client: httpx.AsyncClient, alice: Account
+) -> None:
+    created = await client.post("/products", json=LAMP, headers=alice.headers)
+    path = f"/products/{created.json()['id']}"
+
+    got = await client.get(path, headers=alice.headers)
+    head = await client.head(path, headers=alice.headers)
+
+    assert head.status_code == 200
+    assert head.headers["etag"] == got.headers["etag"]
+    assert head.content == b""
+
+
+async def test_get_by_id_is_documented_and_labelled_by_its_route(
+    client: httpx.AsyncClient, alice: Account
+) -> None:
+    """GET /products/{id} is served outside FastAPI's routing (docs/performance.md): its
+    OpenAPI operation and its metrics label must not notice."""
+    created = await client.post("/products", json=LAMP, headers=alice.headers)
+    await client.get(f"/products/{created.json()['id']}", headers=alice.headers)
+
+    schema = (await client.get("/openapi.json")).json()
+    metrics = (await client.get("/metrics")).text
+
+    operation = schema["paths"]["/products/{product_id}"]["get"]
+    assert {p["name"] for p in operation["parameters"]} == {"product_id", "if-none-match"}
+    ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok["$ref"].endswith("/ProductPublic")
+    assert operation["operationId"] == "products-get_product"
+    labelled = 'method="GET",route="/products/{product_id}",status="200"'
+    assert labelled in metrics

@@ -59,6 +59,11 @@ async def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+async def authenticated_user(request: Request) -> User:
+    """`get_current_user` for a route served without FastAPI's dependency injection."""
+    return await get_current_user(request, await _bearer(request))
+
+
 async def get_request_id(request: Request) -> str | None:
     request_id: str | None = request.scope.get("state", {}).get("request_id")
     return request_id

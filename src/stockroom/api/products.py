@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
-from pydantic import WithJsonSchema
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, TypeAdapter, ValidationError, WithJsonSchema
 
 from stockroom.api.deps import (
     CurrentUser,
@@ -14,6 +15,7 @@ from stockroom.api.deps import (
     RequestId,
     ServicesDep,
     UowDep,
+    authenticated_user,
     get_services,
 )
 from stockroom.api.fields import Text
@@ -32,7 +34,10 @@ from stockroom.domain.queries import NewProduct, ProductQuery, ProductSort
 
 router = APIRouter(prefix="/products", tags=["products"])
 JSON = "application/json"
-ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+MAX_PRODUCT_ID = 2**63 - 1
+MAX_IF_NONE_MATCH = 1024
+T = TypeVar("T")
+ProductId = Annotated[int, Path(ge=1, le=MAX_PRODUCT_ID)]
 IdempotencyKeyHeader = Annotated[
     Text | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
 ]
@@ -41,6 +46,53 @@ PriceFilter = Annotated[
     Query(ge=0, le=Decimal("99999999.99")),
     WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,8}(\.[0-9]+)?$"}),
 ]
+
+
+async def get_product(request: Request) -> Response:
+    """GET /products/{product_id}, the hot read, as a plain Starlette endpoint.
+
+    FastAPI's dependency solving and its route wrappers cost about as much CPU as the
+    database read itself (docs/performance.md), so this route is served without them. It
+    authenticates and validates with the same functions and error shapes as the declared
+    operation below, which documents it in the OpenAPI schema.
+    """
+    # Starlette's router records the matched route here, FastAPI's only for its own routes:
+    # the access log and the metrics label requests by it.
+    request.scope["route"] = _SERVING_ROUTE
+    user = await authenticated_user(request)
+    product_id = _validated(_PRODUCT_ID, request.path_params["product_id"], "path", "product_id")
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        _validated(_IF_NONE_MATCH, if_none_match, "header", "if-none-match")
+    services = await get_services(request)
+    found = await read_product(services.lookups, services.cache, user, product_id, product_json)
+    headers = {
+        "ETag": found.etag,
+        "X-Cache": "HIT" if found.cached else "MISS",
+        "Cache-Control": "private, no-cache",
+    }
+    if if_none_match and _matches(if_none_match, found.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(found.body, headers=headers, media_type=JSON)
+
+
+# First in the router, so Starlette matches it before any FastAPI route. (A plain route
+# does not get the router's prefix.)
+router.add_route(
+    router.prefix + "/{product_id}", get_product, methods=["GET"], include_in_schema=False
+)
+_SERVING_ROUTE = router.routes[-1]
+_PRODUCT_ID: TypeAdapter[int] = TypeAdapter(Annotated[int, Field(ge=1, le=MAX_PRODUCT_ID)])
+_IF_NONE_MATCH: TypeAdapter[str] = TypeAdapter(Annotated[str, Field(max_length=MAX_IF_NONE_MATCH)])
+
+
+def _validated(adapter: TypeAdapter[T], value: str, *loc: str) -> T:
+    """`value` validated as FastAPI validates a declared parameter, with its error shape."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        errors = [{**error, "loc": (*loc, *error["loc"])} for error in exc.errors()]
+        raise RequestValidationError(errors) from None
 
 
 @router.post(
@@ -76,24 +128,20 @@ async def create_product(
     return Response(product_json(created.product), 201, headers=headers, media_type=JSON)
 
 
-@router.get("/{product_id}", response_model=ProductPublic, responses={304: {}, 404: {}})
-async def get_product(
-    request: Request,
+@router.get(
+    "/{product_id}",
+    response_model=ProductPublic,
+    responses={304: {}, 404: {}},
+    name="get_product",
+)
+async def document_get_product(
     product_id: ProductId,
     user: CurrentUser,
-    if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+    if_none_match: Annotated[str | None, Header(max_length=MAX_IF_NONE_MATCH)] = None,
 ) -> Response:
-    # The hot read: as few declared dependencies as FastAPI allows (each costs per request).
-    services = await get_services(request)
-    found = await read_product(services.lookups, services.cache, user, product_id, product_json)
-    headers = {
-        "ETag": found.etag,
-        "X-Cache": "HIT" if found.cached else "MISS",
-        "Cache-Control": "private, no-cache",
-    }
-    if if_none_match and _matches(if_none_match, found.etag):
-        return Response(status_code=304, headers=headers)
-    return Response(found.body, headers=headers, media_type=JSON)
+    # The OpenAPI operation of `get_product` above, which serves it: Starlette matches that
+    # route first, so FastAPI never calls this one.
+    raise AssertionError("GET /products/{product_id} is served by get_product")
 
 
 @router.get("", response_model=ProductPage)
