@@ -10,7 +10,7 @@ import dramatiq
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stockroom.adapters.broker import DramatiqTaskQueue, build_broker
-from stockroom.adapters.cache import build_product_cache
+from stockroom.adapters.cache import WriteOnlyProductCache, build_product_cache
 from stockroom.adapters.storage import build_image_store
 from stockroom.config import Settings
 from stockroom.db.engine import create_engine
@@ -74,7 +74,7 @@ async def bootstrap(
         if store is not None
         else build_image_store(settings.storage_url, settings.public_base_url),
         # `is not None`, not `or`: an empty in-memory cache is falsy (it has a __len__).
-        cache=cache if cache is not None else _product_cache(settings, "product:"),
+        cache=cache if cache is not None else _products_cache(settings),
     )
     services.token_cache = _product_cache(settings, "token:")
     services.lookups = _lookups(services)
@@ -98,6 +98,15 @@ def _lookups(services: Services) -> Lookups:
         settings = services.settings
         return AsyncpgLookups.from_url(settings.database_url, settings.database_pool_size)
     return UnitOfWorkLookups(services.read_uow)
+
+
+def _products_cache(settings: Settings) -> ProductCache:
+    """The product response cache; with `cache_products` off it serves nothing but still
+    invalidates the shared cache (and, through a near-cache, waits for the pub/sub echo),
+    so processes that do serve from it stay correct."""
+    if settings.cache_products:
+        return _product_cache(settings, "product:")
+    return WriteOnlyProductCache(_product_cache(settings, "product:"))
 
 
 def _product_cache(settings: Settings, namespace: str) -> ProductCache:

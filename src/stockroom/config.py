@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     cache_breaker_cooldown_seconds: float = Field(5.0, gt=0)
     # Per-process near-cache in front of redis:// (0 turns it off); see docs/configuration.md.
     cache_near_max_entries: int = Field(10_000, ge=0)
+    # false: GET /products/{id} always reads the database (tokens stay cached); see docs.
+    cache_products: bool = True
 
     worker_processes: int = Field(2, ge=1, le=64)
     worker_threads: int = Field(1, ge=1, le=64)

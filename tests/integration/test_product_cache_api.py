@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import event
-from tests.conftest import Account
+from tests.conftest import Account, make_account
 from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
 from tests.support.services import REDIS_URL
 from tests.support.settings import make_settings
 
+from stockroom.app import create_app
 from stockroom.bootstrap import Services
 from stockroom.config import Settings
 from stockroom.domain.ports import CachedProduct, ProductCache
@@ -172,3 +174,49 @@ async def test_a_revoked_token_stops_working_at_once(
     assert revoked.status_code == 204
     assert (await client.get("/me", headers=extra)).status_code == 401
     assert (await client.get("/me", headers=alice.headers)).status_code == 200
+
+
+@asynccontextmanager
+async def _serving(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http, app.state.services
+
+
+@pytest.mark.redis
+async def test_with_the_product_cache_off_reads_miss_and_writes_still_invalidate(
+    database_url: str, tmp_path: Path
+) -> None:
+    """STOCKROOM_CACHE_PRODUCTS=false on one process of a fleet sharing Redis: it always
+    reads the database, and its PATCH still retires what the other process cached."""
+    client = require_redis()
+    prefix = unique_prefix()
+    shared = {"cache_url": REDIS_URL, "cache_key_prefix": prefix}
+    try:
+        async with (
+            _serving(make_settings(database_url, tmp_path / "m", **shared)) as (reader, services),
+            _serving(
+                make_settings(database_url, tmp_path / "m", cache_products=False, **shared)
+            ) as (writer, _),
+        ):
+            carol = await make_account(services, f"carol-{prefix}@example.com")
+            product_id = await _create(writer, carol)
+            url = f"/products/{product_id}"
+            await reader.get(url, headers=carol.headers)
+            assert (await reader.get(url, headers=carol.headers)).headers["x-cache"] == "HIT"
+
+            uncached = [await writer.get(url, headers=carol.headers) for _ in range(2)]
+            patched = await writer.patch(
+                url, json={"product_name": "Renamed"}, headers=carol.headers
+            )
+            after = await reader.get(url, headers=carol.headers)
+
+        assert [r.headers["x-cache"] for r in uncached] == ["MISS", "MISS"]
+        assert patched.status_code == 200
+        assert after.headers["x-cache"] == "MISS"
+        assert after.json()["product_name"] == "Renamed"
+    finally:
+        await delete_prefix(client, prefix)
+        await client.aclose()

@@ -52,11 +52,14 @@ class ScriptedListener:
         self.on_flush = on_flush
         self.healthy = True
         self.pending: list[bytes] = []
+        self.started = False
+        self.expected: list[bytes] = []
 
     def start(self) -> None:
-        return None
+        self.started = True
 
     def expect(self, payload: bytes) -> asyncio.Future[None]:
+        self.expected.append(payload)
         echo: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         echo.set_result(None)  # delivered at once
         return echo
@@ -134,6 +137,17 @@ async def test_own_invalidation_drops_the_entry_at_once() -> None:
 
     assert (await near.read(1)).body is None
     assert len(near) == 0
+
+
+async def test_a_cache_that_only_writes_subscribes_and_waits_for_its_echo() -> None:
+    """A worker, or an API process with STOCKROOM_CACHE_PRODUCTS=false, never reads: its
+    invalidations must still wait until every subscriber's socket holds the message."""
+    near, listener = make_near(ScriptedRedis())
+
+    await near.invalidate(1)
+
+    assert listener.started
+    assert listener.expected == [b"1"]
 
 
 async def test_a_body_in_flight_when_an_invalidation_arrives_is_not_kept() -> None:

@@ -11,6 +11,7 @@ from stockroom.adapters.cache.memory import MemoryProductCache
 from stockroom.adapters.cache.near import NearProductCache
 from stockroom.adapters.cache.null import NullProductCache
 from stockroom.adapters.cache.redis import RedisProductCache
+from stockroom.adapters.cache.write_only import WriteOnlyProductCache
 from stockroom.domain.ports import ProductCache
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "NearProductCache",
     "NullProductCache",
     "RedisProductCache",
+    "WriteOnlyProductCache",
     "build_product_cache",
 ]
 

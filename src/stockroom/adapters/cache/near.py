@@ -83,6 +83,9 @@ class NearProductCache:
 
     async def invalidate(self, product_id: int) -> None:
         listener = self._listener
+        # A process that only writes (a worker; an API with the product cache off) subscribes
+        # too, so its later invalidations wait for their echo like a reader's.
+        listener.start()
         payload = str(product_id).encode()
         echo = listener.expect(payload) if listener.healthy else None
         self._drop(product_id)
