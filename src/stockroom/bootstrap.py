@@ -104,9 +104,8 @@ def _products_cache(settings: Settings) -> ProductCache:
     """The product response cache; with `cache_products` off it serves nothing but still
     invalidates the shared cache (and, through a near-cache, waits for the pub/sub echo),
     so processes that do serve from it stay correct."""
-    if settings.cache_products:
-        return _product_cache(settings, "product:")
-    return WriteOnlyProductCache(_product_cache(settings, "product:"))
+    cache = _product_cache(settings, "product:")
+    return cache if settings.cache_products else WriteOnlyProductCache(cache)
 
 
 def _product_cache(settings: Settings, namespace: str) -> ProductCache:
