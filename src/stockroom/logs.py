@@ -11,6 +11,9 @@ import orjson
 import structlog
 
 
+_CHATTY_LIBRARIES = ("pyvips", "httpx", "httpcore")
+
+
 def configure_logging(fmt: Literal["json", "console"], level: str = "INFO") -> None:
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -53,3 +56,8 @@ def configure_logging(fmt: Literal["json", "console"], level: str = "INFO") -> N
     # The actor logs every failure itself (image.failed, with the traceback when it is not
     # an expected image error); Dramatiq would add a traceback for each 404 or bad file.
     logging.getLogger("dramatiq.worker.WorkerThread").setLevel(logging.CRITICAL)
+    # At INFO, libvips narrates every image (~12 lines: loader, shrink factors, threadpool)
+    # and httpx every request; our own image.* events already say what happened. Their
+    # chatter stays available at DEBUG.
+    for chatty in _CHATTY_LIBRARIES:
+        logging.getLogger(chatty).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
