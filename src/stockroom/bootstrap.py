@@ -15,10 +15,18 @@ from stockroom.adapters.storage import build_image_store
 from stockroom.config import Settings
 from stockroom.db.engine import create_engine
 from stockroom.db.health import ping_database
+from stockroom.db.job_transitions import AsyncpgJobTransitions
 from stockroom.db.lookups import AsyncpgLookups
 from stockroom.db.uow import SqlUnitOfWork
+from stockroom.domain.job_transitions import UnitOfWorkJobTransitions
 from stockroom.domain.lookups import UnitOfWorkLookups
-from stockroom.domain.ports import ImageStore, Lookups, ProductCache, UnitOfWork
+from stockroom.domain.ports import (
+    ImageStore,
+    JobTransitions,
+    Lookups,
+    ProductCache,
+    UnitOfWork,
+)
 from stockroom.pipeline.address_policy import AddressPolicy
 from stockroom.pipeline.processing import PipelineContext
 from stockroom.pipeline.relay import OutboxRelay
@@ -34,6 +42,7 @@ class Services:
     cache: ProductCache
     token_cache: ProductCache | None = None
     lookups: Lookups = field(init=False)  # set by bootstrap()
+    transitions: JobTransitions = field(init=False)  # set by bootstrap()
     broker: dramatiq.Broker | None = None
     task_queue: DramatiqTaskQueue | None = None
     relay: OutboxRelay | None = None
@@ -51,6 +60,7 @@ class Services:
         return PipelineContext(
             settings=self.settings,
             uow_factory=self.uow,
+            transitions=self.transitions,
             store=self.store,
             cache=self.cache,
             policy=AddressPolicy(allow_private=self.settings.allow_private_networks),
@@ -78,6 +88,7 @@ async def bootstrap(
     )
     services.token_cache = _product_cache(settings, "token:")
     services.lookups = _lookups(services)
+    services.transitions = _transitions(services)
     services.readiness = {
         "database": lambda: ping_database(engine),
         "cache": services.cache.ping,
@@ -96,8 +107,17 @@ def _lookups(services: Services) -> Lookups:
     the repositories of a read-only unit of work elsewhere."""
     if services.engine.dialect.name == "postgresql":
         settings = services.settings
-        return AsyncpgLookups.from_url(settings.database_url, settings.database_pool_size)
+        return AsyncpgLookups(settings.database_url, settings.database_pool_size)
     return UnitOfWorkLookups(services.read_uow)
+
+
+def _transitions(services: Services) -> JobTransitions:
+    """A job's start and success: one statement each on PostgreSQL (docs/architecture.md),
+    a unit of work elsewhere. The pool is created on first use (worker processes)."""
+    if services.engine.dialect.name == "postgresql":
+        settings = services.settings
+        return AsyncpgJobTransitions(settings.database_url, settings.database_pool_size)
+    return UnitOfWorkJobTransitions(services.uow)
 
 
 def _products_cache(settings: Settings) -> ProductCache:
@@ -139,4 +159,5 @@ async def shutdown(services: Services, *, close_shared: bool = True) -> None:
         await services.cache.close()
         await services.store.close()
     await services.lookups.close()
+    await services.transitions.close()
     await services.engine.dispose()

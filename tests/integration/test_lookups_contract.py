@@ -16,7 +16,8 @@ from tests.conftest import Account
 from tests.support.settings import make_settings
 
 from stockroom.bootstrap import Services, bootstrap, shutdown
-from stockroom.db.lookups import AsyncpgLookups, asyncpg_dsn
+from stockroom.db.asyncpg_pool import asyncpg_dsn
+from stockroom.db.lookups import AsyncpgLookups
 from stockroom.domain import products, users
 from stockroom.domain.errors import DatabaseUnavailable
 from stockroom.domain.lookups import UnitOfWorkLookups

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockroom.db.tables import image_jobs, outbox
@@ -44,7 +44,7 @@ class SqlImageJobRepository:
         row = (
             await self._conn.execute(select(image_jobs).where(image_jobs.c.id == job_id))
         ).first()
-        return _job(row) if row else None
+        return job_from(row._mapping) if row else None
 
     async def start(self, job_id: str) -> ImageJob | None:
         now = datetime.now(UTC)
@@ -59,7 +59,7 @@ class SqlImageJobRepository:
             .returning(image_jobs)
         )
         row = (await self._conn.execute(statement)).first()
-        return _job(row) if row else None
+        return job_from(row._mapping) if row else None
 
     async def finish(self, job_id: str, fields: dict[str, object]) -> bool:
         statement = (
@@ -108,7 +108,7 @@ class SqlImageJobRepository:
             )
         statement = statement.order_by(image_jobs.c.created_at.desc(), image_jobs.c.id.desc())
         rows = (await self._conn.execute(statement.limit(limit))).all()
-        return [_job(row) for row in rows]
+        return [job_from(row._mapping) for row in rows]
 
     async def counts(self) -> dict[str, int]:
         by_status = (
@@ -126,7 +126,7 @@ class SqlImageJobRepository:
 
     async def unfinished(self) -> list[ImageJob]:
         statement = select(image_jobs).where(image_jobs.c.status.in_(_UNFINISHED))
-        return [_job(row) for row in (await self._conn.execute(statement)).all()]
+        return [job_from(row._mapping) for row in (await self._conn.execute(statement)).all()]
 
 
 class SqlOutboxRepository:
@@ -176,31 +176,33 @@ class SqlOutboxRepository:
             )
 
 
-def _job(row: Row[Any]) -> ImageJob:
+def job_from(values: Any) -> ImageJob:
+    """A job from an `image_jobs` row, read by column name (a SQLAlchemy row's `_mapping`
+    or an asyncpg record: db/job_transitions.py maps its rows through here too)."""
     return ImageJob(
-        id=row.id,
-        user_id=row.user_id,
-        kind=JobKind(row.kind),
-        status=JobStatus(row.status),
-        queue=row.queue,
-        operations=orjson.loads(row.operations),
-        created_at=row.created_at,
-        product_image_id=row.product_image_id,
-        product_id=row.product_id,
-        source_url=row.source_url,
-        source_key=row.source_key,
-        attempts=row.attempts,
-        error=row.error,
-        error_code=row.error_code,
-        output_key=row.output_key,
-        output_url=row.output_url,
-        width=row.width,
-        height=row.height,
-        bytes_in=row.bytes_in,
-        bytes_out=row.bytes_out,
-        callback_url=row.callback_url,
-        request_id=row.request_id,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        dead_lettered_at=row.dead_lettered_at,
+        id=values["id"],
+        user_id=values["user_id"],
+        kind=JobKind(values["kind"]),
+        status=JobStatus(values["status"]),
+        queue=values["queue"],
+        operations=orjson.loads(values["operations"]),
+        created_at=values["created_at"],
+        product_image_id=values["product_image_id"],
+        product_id=values["product_id"],
+        source_url=values["source_url"],
+        source_key=values["source_key"],
+        attempts=values["attempts"],
+        error=values["error"],
+        error_code=values["error_code"],
+        output_key=values["output_key"],
+        output_url=values["output_url"],
+        width=values["width"],
+        height=values["height"],
+        bytes_in=values["bytes_in"],
+        bytes_out=values["bytes_out"],
+        callback_url=values["callback_url"],
+        request_id=values["request_id"],
+        started_at=values["started_at"],
+        finished_at=values["finished_at"],
+        dead_lettered_at=values["dead_lettered_at"],
     )

@@ -9,18 +9,9 @@ both implementations to equal results.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
-import asyncpg
-from sqlalchemy.engine import make_url
-
-from stockroom.db.engine import APPLICATION_NAME
+from stockroom.db.asyncpg_pool import LazyAsyncpgPool, translate_connection_errors
 from stockroom.db.products import image_from_prefixed, product_from
 from stockroom.db.users import user_from
-from stockroom.domain.errors import DatabaseUnavailable
 from stockroom.domain.models import Product, User
 
 # The columns and order of db/products.py's _GET_PRODUCT: one row per image (or one with
@@ -45,50 +36,17 @@ FROM users AS u
 JOIN api_tokens AS t ON t.user_id = u.id
 WHERE t.token_hash = $1
 """
-# Connect failures (OSError covers refused connections and TimeoutError), connections lost
-# mid-query (PostgresConnectionError: ConnectionDoesNotExistError), a closed pool
-# (InterfaceError), and a server refusing or shutting down connections.
-_UNREACHABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-)
-
-
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """The pool's reset on release. The default sends `SELECT pg_advisory_unlock_all();
-    CLOSE ALL; UNLISTEN *; RESET ALL` after every read: a second round trip per lookup. These
-    lookups are single read statements that leave nothing in the session (no SET, LISTEN,
-    advisory lock or cursor) and asyncpg still rolls back an open transaction itself."""
-
-
-def asyncpg_dsn(database_url: str) -> str:
-    """`postgresql+asyncpg://...` (SQLAlchemy's URL) as a DSN asyncpg accepts."""
-    url = make_url(database_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
 
 
 class AsyncpgLookups:
-    """`Lookups` on its own asyncpg pool (beside the engine's), created on first use in the
-    running event loop, which it is then bound to."""
+    """`Lookups` on its own asyncpg pool (beside the engine's)."""
 
-    def __init__(self, dsn: str, pool_size: int) -> None:
-        self._dsn = dsn
-        self._pool_size = pool_size
-        self._pool: Any = None  # asyncpg.Pool once created
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    def from_url(cls, database_url: str, pool_size: int) -> AsyncpgLookups:
-        return cls(asyncpg_dsn(database_url), pool_size)
+    def __init__(self, database_url: str, pool_size: int) -> None:
+        self._pool = LazyAsyncpgPool(database_url, pool_size)
 
     async def product(self, product_id: int) -> Product | None:
-        pool = await self._ready_pool()
-        with _translate_connection_errors():
+        pool = await self._pool.ready()
+        with translate_connection_errors():
             rows = await pool.fetch(_PRODUCT, product_id)
         if not rows:
             return None
@@ -96,41 +54,10 @@ class AsyncpgLookups:
         return product_from(rows[0], images)
 
     async def user_by_token_hash(self, token_hash: str) -> User | None:
-        pool = await self._ready_pool()
-        with _translate_connection_errors():
+        pool = await self._pool.ready()
+        with translate_connection_errors():
             row = await pool.fetchrow(_USER_BY_HASH, token_hash)
         return user_from(row) if row is not None else None
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
-
-    async def _ready_pool(self) -> Any:
-        if self._pool is not None:
-            return self._pool
-        async with self._lock:
-            if self._pool is None:
-                pool = asyncpg.create_pool(
-                    self._dsn,
-                    min_size=1,
-                    max_size=self._pool_size,
-                    server_settings={"application_name": APPLICATION_NAME},
-                    reset=_keep_session,
-                )
-                with _translate_connection_errors():
-                    try:
-                        await pool
-                    except BaseException:
-                        pool.terminate()
-                        raise
-                self._pool = pool
-            return self._pool
-
-
-@contextmanager
-def _translate_connection_errors() -> Iterator[None]:
-    try:
-        yield
-    except _UNREACHABLE as exc:
-        raise DatabaseUnavailable() from exc
+        await self._pool.close()

@@ -16,7 +16,7 @@ from stockroom.domain.models import (
     JobStatus,
     User,
 )
-from stockroom.domain.ports import ProductCache, UnitOfWork
+from stockroom.domain.ports import JobTransitions, ProductCache, UnitOfWork
 from stockroom.domain.users import require_admin
 
 PROCESS_IMAGE = "process_image"
@@ -60,54 +60,37 @@ async def queue_product_images(
 
 
 async def start_job(
-    uow: UnitOfWork, job_id: str, cache: ProductCache | None = None
+    transitions: JobTransitions,
+    uow: UnitOfWork,
+    job_id: str,
+    cache: ProductCache | None = None,
 ) -> ImageJob | None:
-    """Claim a delivery of the job; None means there is nothing (more) to do."""
-    async with uow:
-        job = await uow.image_jobs.start(job_id)
-        if job is None:
-            return None
-        if job.kind is JobKind.PRODUCT_IMAGE and job.product_image_id is None:
+    """Claim a delivery of the job; None means there is nothing (more) to do. `uow` is
+    only used when the job's image was removed or replaced meanwhile (superseded)."""
+    started = await transitions.start(job_id)
+    if started is None:
+        return None
+    job = started.job
+    if job.kind is JobKind.PRODUCT_IMAGE and job.product_image_id is None:
+        async with uow:
             await uow.image_jobs.finish(
                 job_id, {"status": JobStatus.FAILED.value, "error": SUPERSEDED}
             )
             await uow.commit()
-            return None
-        if job.product_image_id is not None:
-            product_id = await uow.products.set_image_status(
-                job.product_image_id, ImageStatus.PROCESSING
-            )
-            _invalidate_after_commit(uow, cache, product_id)
-        await uow.commit()
+        return None
+    if cache is not None and started.product_id is not None:
+        await cache.invalidate(started.product_id)
     return job
 
 
 async def succeed_job(
-    uow: UnitOfWork, job: ImageJob, result: ImageResult, cache: ProductCache | None
+    transitions: JobTransitions, job: ImageJob, result: ImageResult, cache: ProductCache | None
 ) -> bool:
     """Write the result once; a job whose image row is gone writes nothing to products."""
-    async with uow:
-        written = await uow.image_jobs.finish(
-            job.id,
-            {
-                "status": JobStatus.SUCCEEDED.value,
-                "output_key": result.output_key,
-                "output_url": result.output_url,
-                "width": result.width,
-                "height": result.height,
-                "bytes_in": result.bytes_in,
-                "bytes_out": result.bytes_out,
-                "error": None,
-                "error_code": None,
-            },
-        )
-        if not written:
-            return False
-        if job.product_image_id is not None:
-            product_id = await uow.products.record_image_result(job.product_image_id, result)
-            _invalidate_after_commit(uow, cache, product_id)
-        await uow.commit()
-    return True
+    written, product_id = await transitions.succeed(job.id, job.product_image_id, result)
+    if cache is not None and product_id is not None:
+        await cache.invalidate(product_id)
+    return written
 
 
 async def fail_job(

@@ -263,3 +263,35 @@ class Lookups(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StartedJob:
+    """A claimed delivery: the job as it now is, and the product whose image row turned
+    `processing` (None when the job has no image row: standalone or superseded)."""
+
+    job: ImageJob
+    product_id: int | None
+
+
+class JobTransitions(Protocol):
+    """The two writes every image job makes, start and success, each in one short
+    transaction; kept apart from the unit of work so PostgreSQL can do each in one statement.
+    Failures, supersession and redrives go through the unit of work.
+
+    Every method raises DatabaseUnavailable when the database cannot be reached.
+    """
+
+    async def start(self, job_id: str) -> StartedJob | None:
+        """Claim a delivery of an unfinished job: status `processing`, attempts + 1, and its
+        product image (if the row still exists) `processing`. None: finished or missing."""
+        ...
+
+    async def succeed(
+        self, job_id: str, product_image_id: int | None, result: ImageResult
+    ) -> tuple[bool, int | None]:
+        """Record the result on the job if it is still unfinished and on its image row if
+        that still exists: (written, id of the product whose image changed, or None)."""
+        ...
+
+    async def close(self) -> None: ...

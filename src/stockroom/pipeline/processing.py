@@ -22,7 +22,7 @@ from stockroom.domain.errors import (
 )
 from stockroom.domain.models import ImageJob, ImageResult
 from stockroom.domain.operations import parse_operations_json
-from stockroom.domain.ports import ImageStore, ProductCache, UnitOfWorkFactory
+from stockroom.domain.ports import ImageStore, JobTransitions, ProductCache, UnitOfWorkFactory
 from stockroom.pipeline.address_policy import AddressPolicy
 from stockroom.pipeline.content_address import content_key
 from stockroom.pipeline.fetch import fetch_image
@@ -38,6 +38,7 @@ class PipelineContext:
 
     settings: Settings
     uow_factory: UnitOfWorkFactory
+    transitions: JobTransitions
     store: ImageStore
     cache: ProductCache | None
     policy: AddressPolicy
@@ -46,7 +47,7 @@ class PipelineContext:
 async def run_image_job(job_id: str, ctx: PipelineContext, *, last_attempt: bool) -> None:
     """Process one delivery of a job. Raises on failure so the broker retries or
     dead-letters it, after the failure is recorded in the database."""
-    job = await image_jobs.start_job(ctx.uow_factory(), job_id, ctx.cache)
+    job = await image_jobs.start_job(ctx.transitions, ctx.uow_factory(), job_id, ctx.cache)
     if job is None:
         IMAGE_JOBS.labels("skipped").inc()
         log.info("image.skipped", job_id=job_id, reason="finished, superseded or missing")
@@ -58,7 +59,7 @@ async def run_image_job(job_id: str, ctx: PipelineContext, *, last_attempt: bool
     except Exception as exc:
         await _record_failure(job, ctx, exc, last_attempt=last_attempt, log=bound)
         raise
-    written = await image_jobs.succeed_job(ctx.uow_factory(), job, result, ctx.cache)
+    written = await image_jobs.succeed_job(ctx.transitions, job, result, ctx.cache)
     seconds = time.perf_counter() - started
     IMAGE_JOBS.labels("succeeded").inc()
     IMAGE_JOB_SECONDS.observe(seconds)
