@@ -10,7 +10,6 @@ from typing import Literal
 import orjson
 import structlog
 
-
 _CHATTY_LIBRARIES = ("pyvips", "httpx", "httpcore")
 
 

@@ -19,8 +19,8 @@ from tests.support.settings import make_settings
 from stockroom.bootstrap import Services, bootstrap, shutdown
 from stockroom.db.job_transitions import AsyncpgJobTransitions
 from stockroom.db.tables import image_jobs, product_images, products
-from stockroom.domain import users
 from stockroom.domain import products as product_service
+from stockroom.domain import users
 from stockroom.domain.errors import DatabaseUnavailable
 from stockroom.domain.image_jobs import IMAGES_QUEUE, new_job_id
 from stockroom.domain.job_transitions import UnitOfWorkJobTransitions
@@ -151,9 +151,7 @@ async def rows(services: Services, s: Scene) -> dict[str, Any]:
             .where(product_images.c.product_id == s.product_id)
             .order_by(product_images.c.id)
         )
-        product = (
-            await conn.execute(select(products).where(products.c.id == s.product_id))
-        ).one()
+        product = (await conn.execute(select(products).where(products.c.id == s.product_id))).one()
     by_id = {row.id: dict(row._mapping) for row in jobs}
     return {
         "jobs": [by_id[i] for i in [*s.job_ids, s.standalone_job_id]],
