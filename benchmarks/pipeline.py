@@ -101,7 +101,8 @@ class BareResult:
 
 def bare_throughput(paths: list[Path], processes: int, rounds: int) -> BareResult:
     """The corpus `rounds` times through `process` in a pool of `processes` processes."""
-    os.environ["VIPS_CONCURRENCY"] = "1"  # inherited by the spawned children
+    # inherited by the spawned children
+    os.environ["VIPS_CONCURRENCY"] = os.environ.get("BENCH_BARE_VIPS_CONCURRENCY", "1")
     context = multiprocessing.get_context("spawn")
     files = [str(p) for p in paths]
     with context.Pool(processes, initializer=_bare_init, initargs=(files,)) as pool:
@@ -265,7 +266,7 @@ async def running_system(corpus: Corpus, token: str) -> AsyncIterator[System]:
         STOCKROOM_ENVIRONMENT="production",
         STOCKROOM_LOG_LEVEL="WARNING",
         STOCKROOM_WEBHOOK_SECRET="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
-        VIPS_CONCURRENCY="1",
+        VIPS_CONCURRENCY=os.environ.get("BENCH_WORKER_VIPS_CONCURRENCY", "1"),
     )
     logs = {
         "files": RESULTS_DIR / "pipeline-files.log",
@@ -284,9 +285,11 @@ async def running_system(corpus: Corpus, token: str) -> AsyncIterator[System]:
     )
     # INFO for the workers only: their `image.fetched` / `image.processed` events (two JSON
     # lines per job) give the fetch and whole-job times behind the throughput.
+    # Threads: the worker's default (STOCKROOM_WORKER_THREADS) unless BENCH_WORKER_THREADS.
+    threads = os.environ.get("BENCH_WORKER_THREADS")
     worker = _start(
         [str(bin_dir / "stockroom"), "worker", "--processes", str(WORKER_PROCESSES),
-         "--threads", os.environ.get("BENCH_WORKER_THREADS", "1")],
+         *(["--threads", threads] if threads else [])],
         {**env, "STOCKROOM_LOG_LEVEL": "INFO"}, logs["worker"],
     )  # fmt: skip
     db = await asyncpg.connect(DSN)

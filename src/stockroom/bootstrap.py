@@ -3,6 +3,7 @@ process. The app lifespan, the CLI and the worker all call `bootstrap`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -64,6 +65,7 @@ class Services:
             store=self.store,
             cache=self.cache,
             policy=AddressPolicy(allow_private=self.settings.allow_private_networks),
+            image_slots=asyncio.Semaphore(self.settings.worker_image_concurrency),
         )
 
 

@@ -47,7 +47,10 @@ class Settings(BaseSettings):
     cache_products: bool = True
 
     worker_processes: int = Field(2, ge=1, le=64)
-    worker_threads: int = Field(1, ge=1, le=64)
+    worker_threads: int = Field(2, ge=1, le=64)
+    # libvips operations at once per worker process; threads beyond it download, store and
+    # write back meanwhile, so a core does not idle on a job's I/O (docs/configuration.md).
+    worker_image_concurrency: int = Field(1, ge=1, le=64)
     worker_metrics_port: int = Field(0, ge=0, le=65535)
     job_max_retries: int = Field(5, ge=0, le=50)
     job_min_backoff_ms: int = Field(1_000, ge=1)

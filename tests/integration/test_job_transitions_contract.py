@@ -25,7 +25,7 @@ from stockroom.domain.errors import DatabaseUnavailable
 from stockroom.domain.image_jobs import IMAGES_QUEUE, new_job_id
 from stockroom.domain.job_transitions import UnitOfWorkJobTransitions
 from stockroom.domain.models import ImageJob, ImageResult, JobKind, JobStatus
-from stockroom.domain.ports import JobTransitions
+from stockroom.domain.ports import JobTransitions, StartedJob
 from stockroom.domain.queries import NewProduct
 
 pytestmark = pytest.mark.postgres
@@ -119,8 +119,8 @@ async def play(services: Services, transitions: JobTransitions, s: Scene) -> lis
     job0, job1, job2 = s.job_ids
     returned: list[Any] = []
 
-    async def record(value: Any) -> None:
-        returned.append(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
+    async def record(value: StartedJob | tuple[bool, int | None] | None) -> None:
+        returned.append(dataclasses.asdict(value) if isinstance(value, StartedJob) else value)
 
     await record(await transitions.start(job0))  # queued -> processing, image too
     await record(await transitions.start(job0))  # a redelivery: attempts 2

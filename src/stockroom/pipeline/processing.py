@@ -42,6 +42,8 @@ class PipelineContext:
     store: ImageStore
     cache: ProductCache | None
     policy: AddressPolicy
+    # At most `worker_image_concurrency` libvips operations at once in this process.
+    image_slots: asyncio.Semaphore
 
 
 async def run_image_job(job_id: str, ctx: PipelineContext, *, last_attempt: bool) -> None:
@@ -88,13 +90,14 @@ async def _produce(
         bytes=len(source),
     )
     ops = parse_operations_json(job.operations)
-    processed = await asyncio.to_thread(
-        process,
-        source,
-        ops or None,
-        jpeg_quality=settings.jpeg_quality,
-        max_pixels=settings.max_image_pixels,
-    )
+    async with ctx.image_slots:  # the other threads download and write back meanwhile
+        processed = await asyncio.to_thread(
+            process,
+            source,
+            ops or None,
+            jpeg_quality=settings.jpeg_quality,
+            max_pixels=settings.max_image_pixels,
+        )
     key = content_key(source, ops, processed.extension, jpeg_quality=settings.jpeg_quality)
     try:
         url = await ctx.store.put(key, processed.data, processed.content_type)

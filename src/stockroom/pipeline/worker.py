@@ -43,22 +43,24 @@ class WorkerRuntime:
         self._cache = cache
         self._store = store
         self._services: Services | None = None
+        self._context: PipelineContext | None = None
         self._lock: asyncio.Lock | None = None
 
     async def context(self) -> PipelineContext:
-        if self._services is None:
+        if self._context is None:
             self._lock = self._lock or asyncio.Lock()
             async with self._lock:
-                if self._services is None:
+                if self._context is None:
                     self._services = await bootstrap(
                         self._settings, cache=self._cache, store=self._store
                     )
-        return self._services.pipeline_context()
+                    self._context = self._services.pipeline_context()
+        return self._context
 
     async def close(self) -> None:
         if self._services is not None:
             await shutdown(self._services, close_shared=self._cache is None)
-            self._services = None
+            self._services = self._context = None
 
 
 class RuntimeShutdown(Middleware):
