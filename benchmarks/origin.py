@@ -13,10 +13,14 @@ hands the file to the kernel with sendfile. GET only, one request per connection
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import urllib.parse
 from pathlib import Path
 
+# A real origin is another machine, tens of milliseconds away: BENCH_ORIGIN_DELAY_MS
+# holds every answer back that long (0 by default: the loopback's own speed).
+_DELAY = float(os.environ.get("BENCH_ORIGIN_DELAY_MS", "0")) / 1000
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 _TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
@@ -35,6 +39,8 @@ async def _serve_one(
             writer.write(_NOT_FOUND)
             await writer.drain()
             return
+        if _DELAY:
+            await asyncio.sleep(_DELAY)
         size = file.stat().st_size
         content_type = _TYPES.get(file.suffix.lower(), "application/octet-stream")
         writer.write(
