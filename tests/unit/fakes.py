@@ -258,6 +258,10 @@ class FakeImageJobRepository:
     async def add(self, job: ImageJob) -> None:
         self._t.jobs[job.id] = job
 
+    async def add_many(self, jobs: Sequence[ImageJob]) -> None:
+        for job in jobs:
+            await self.add(job)
+
     async def get(self, job_id: str) -> ImageJob | None:
         return self._t.jobs.get(job_id)
 
@@ -328,6 +332,12 @@ class FakeOutboxRepository:
     async def add(self, job_id: str, actor: str, queue: str, request_id: str | None) -> None:
         message = OutboxMessage(next(self._db.ids), job_id, actor, queue, request_id)
         self._t.outbox[message.id] = (message, None)
+
+    async def add_many(
+        self, job_ids: Sequence[str], actor: str, queue: str, request_id: str | None
+    ) -> None:
+        for job_id in job_ids:
+            await self.add(job_id, actor, queue, request_id)
 
     async def claim(self, limit: int) -> list[OutboxMessage]:
         pending = [message for message, published in self._t.outbox.values() if published is None]

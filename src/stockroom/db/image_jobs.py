@@ -22,23 +22,30 @@ class SqlImageJobRepository:
         self._conn = connection
 
     async def add(self, job: ImageJob) -> None:
-        await self._conn.execute(
-            insert(image_jobs).values(
-                id=job.id,
-                user_id=job.user_id,
-                kind=job.kind.value,
-                product_image_id=job.product_image_id,
-                product_id=job.product_id,
-                source_url=job.source_url,
-                source_key=job.source_key,
-                operations=orjson.dumps(job.operations).decode(),
-                status=job.status.value,
-                callback_url=job.callback_url,
-                request_id=job.request_id,
-                queue=job.queue,
-                created_at=job.created_at,
-            )
-        )
+        await self.add_many([job])
+
+    async def add_many(self, jobs: Sequence[ImageJob]) -> None:
+        if not jobs:
+            return
+        rows = [
+            {
+                "id": job.id,
+                "user_id": job.user_id,
+                "kind": job.kind.value,
+                "product_image_id": job.product_image_id,
+                "product_id": job.product_id,
+                "source_url": job.source_url,
+                "source_key": job.source_key,
+                "operations": orjson.dumps(job.operations).decode(),
+                "status": job.status.value,
+                "callback_url": job.callback_url,
+                "request_id": job.request_id,
+                "queue": job.queue,
+                "created_at": job.created_at,
+            }
+            for job in jobs
+        ]
+        await self._conn.execute(insert(image_jobs), rows)
 
     async def get(self, job_id: str) -> ImageJob | None:
         row = (
@@ -135,16 +142,26 @@ class SqlOutboxRepository:
         self.added = 0
 
     async def add(self, job_id: str, actor: str, queue: str, request_id: str | None) -> None:
-        self.added += 1
-        await self._conn.execute(
-            insert(outbox).values(
-                job_id=job_id,
-                actor=actor,
-                queue=queue,
-                request_id=request_id,
-                created_at=datetime.now(UTC),
-            )
-        )
+        await self.add_many([job_id], actor, queue, request_id)
+
+    async def add_many(
+        self, job_ids: Sequence[str], actor: str, queue: str, request_id: str | None
+    ) -> None:
+        if not job_ids:
+            return
+        self.added += len(job_ids)
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "job_id": job_id,
+                "actor": actor,
+                "queue": queue,
+                "request_id": request_id,
+                "created_at": now,
+            }
+            for job_id in job_ids
+        ]
+        await self._conn.execute(insert(outbox), rows)
 
     async def claim(self, limit: int) -> list[OutboxMessage]:
         statement = (

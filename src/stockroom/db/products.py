@@ -127,17 +127,12 @@ class SqlProductRepository:
             }
             for position, url in images
         ]
-        # One INSERT .. RETURNING per row keeps the ids in input order on both engines.
-        return [
-            int(
-                (
-                    await self._conn.execute(
-                        insert(product_images).values(row).returning(product_images.c.id)
-                    )
-                ).scalar_one()
-            )
-            for row in rows
-        ]
+        # One statement for all rows; sort_by_parameter_order returns the ids in input order
+        # (SQLAlchemy's "insertmanyvalues"), on both engines.
+        statement = insert(product_images).returning(
+            product_images.c.id, sort_by_parameter_order=True
+        )
+        return [int(image_id) for image_id in (await self._conn.execute(statement, rows)).scalars()]
 
     async def record_image_result(self, image_id: int, result: ImageResult) -> int | None:
         return await self._update_image(

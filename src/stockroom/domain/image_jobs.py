@@ -38,9 +38,8 @@ async def queue_product_images(
 ) -> list[str]:
     """Add a job and an outbox row per (image_id, url), inside the caller's transaction."""
     now = datetime.now(UTC)
-    job_ids = []
-    for image_id, url in images:
-        job = ImageJob(
+    jobs = [
+        ImageJob(
             id=new_job_id(),
             user_id=user_id,
             kind=JobKind.PRODUCT_IMAGE,
@@ -53,9 +52,11 @@ async def queue_product_images(
             source_url=url,
             request_id=request_id,
         )
-        await uow.image_jobs.add(job)
-        await uow.outbox.add(job.id, PROCESS_IMAGE, IMAGES_QUEUE, request_id)
-        job_ids.append(job.id)
+        for image_id, url in images
+    ]
+    job_ids = [job.id for job in jobs]
+    await uow.image_jobs.add_many(jobs)
+    await uow.outbox.add_many(job_ids, PROCESS_IMAGE, IMAGES_QUEUE, request_id)
     return job_ids
 
 

@@ -152,6 +152,10 @@ class IdempotencyRepository(Protocol):
 class ImageJobRepository(Protocol):
     async def add(self, job: ImageJob) -> None: ...
 
+    async def add_many(self, jobs: Sequence[ImageJob]) -> None:
+        """`add` for several jobs, in one statement where the database allows."""
+        ...
+
     async def get(self, job_id: str) -> ImageJob | None: ...
 
     async def start(self, job_id: str) -> ImageJob | None:
@@ -185,6 +189,12 @@ class ImageJobRepository(Protocol):
 
 class OutboxRepository(Protocol):
     async def add(self, job_id: str, actor: str, queue: str, request_id: str | None) -> None: ...
+
+    async def add_many(
+        self, job_ids: Sequence[str], actor: str, queue: str, request_id: str | None
+    ) -> None:
+        """`add` for several jobs' messages, in one statement where the database allows."""
+        ...
 
     async def claim(self, limit: int) -> list[OutboxMessage]:
         """Lock up to `limit` unpublished messages (skipping ones another relay holds)."""

@@ -1,0 +1,57 @@
+"""Creating a product writes its images, jobs and outbox rows in one multi-row INSERT each:
+on both engines every image keeps its position and every job points at its own image."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from tests.support.settings import make_settings
+
+from stockroom.bootstrap import Services, bootstrap, shutdown
+from stockroom.db.tables import image_jobs, outbox, product_images
+from stockroom.domain import products, users
+from stockroom.domain.queries import NewProduct
+
+
+@pytest.fixture
+async def bare_services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
+    """The adapters without the app: no embedded worker touches the rows."""
+    services = await bootstrap(make_settings(database_url, tmp_path / "media"))
+    try:
+        yield services
+    finally:
+        await shutdown(services)
+
+
+async def test_each_job_points_at_its_own_image_in_position_order(
+    bare_services: Services,
+) -> None:
+    user, _ = await users.create_user(bare_services.uow(), email="rows@example.com", name="R")
+    # Shuffled names, so an id order that followed anything but the input would show.
+    urls = tuple(f"https://img.example.com/{name}.jpg" for name in "kdqahxbmzcjw")
+    draft = NewProduct(product_name="Rows", product_price=Decimal("1"), product_images=urls)
+
+    product = (await products.create_product(bare_services.uow(), user, draft)).product
+
+    assert [image.source_url for image in product.images] == list(urls)
+    async with bare_services.engine.connect() as conn:
+        images = {
+            row.id: (row.position, row.source_url)
+            for row in await conn.execute(
+                select(product_images).where(product_images.c.product_id == product.id)
+            )
+        }
+        jobs = (
+            await conn.execute(select(image_jobs).where(image_jobs.c.product_id == product.id))
+        ).all()
+        queued = set((await conn.execute(select(outbox.c.job_id))).scalars())
+    assert sorted(position for position, _ in images.values()) == list(range(len(urls)))
+    assert len(jobs) == len(urls)
+    for job in jobs:
+        position, source_url = images[job.product_image_id]
+        assert job.source_url == source_url == urls[position]
+    assert queued == {job.id for job in jobs}
