@@ -3,6 +3,7 @@ SQLite and PostgreSQL, with images served by a local HTTP server."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -149,11 +150,13 @@ async def test_patch_queues_only_new_urls_and_keeps_results_of_the_rest(
 
 
 async def test_refused_address_fails_as_blocked_when_private_networks_are_off(
-    client: httpx.AsyncClient, alice: Account, settings: Settings, images: ImageServer
+    settings: Settings, images: ImageServer
 ) -> None:
-    # The app of this test allows private networks; a fresh one with the default does not.
+    # An app with the default (private networks refused), and the only one in the process:
+    # Dramatiq keeps one event-loop thread per process, so one embedded worker at a time.
     strict = create_app(settings.model_copy(update={"allow_private_networks": False}))
     async with strict.router.lifespan_context(strict):
+        owner = await make_account(strict.state.services, f"strict-{uuid.uuid4().hex}@example.com")
         transport = httpx.ASGITransport(app=strict)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             created = await http.post(
@@ -163,9 +166,9 @@ async def test_refused_address_fails_as_blocked_when_private_networks_are_off(
                     "product_price": "5",
                     "product_images": [images.url("image.jpg"), "http://2130706433/a.jpg"],
                 },
-                headers=alice.headers,
+                headers=owner.headers,
             )
-            product = await settled_product(http, created.json()["id"], alice.headers)
+            product = await settled_product(http, created.json()["id"], owner.headers)
 
     assert [image["error_code"] for image in product["images"]] == [
         "blocked_address",
@@ -317,3 +320,18 @@ async def test_embedded_worker_with_a_redis_cache_keeps_the_api_reading_it(
         client_ = require_redis()
         await delete_prefix(client_, prefix)
         await client_.aclose()
+
+
+async def test_a_second_embedded_worker_in_one_process_is_refused(settings: Settings) -> None:
+    """Dramatiq's AsyncIO middleware keeps one event-loop thread per process: a second
+    worker would take it over and leave the first's thread running (the process then never
+    exits). The second app fails to start instead, and the first keeps working."""
+    first = create_app(settings)
+    async with first.router.lifespan_context(first):
+        second = create_app(settings)
+        with pytest.raises(RuntimeError, match="one per process"):
+            async with second.router.lifespan_context(second):
+                pass
+        transport = httpx.ASGITransport(app=first)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            assert (await http.get("/health")).status_code == 200

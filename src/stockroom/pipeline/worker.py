@@ -100,6 +100,10 @@ class EmbeddedWorker:
         self._worker: dramatiq.Worker | None = None
 
     def start(self) -> None:
+        if get_event_loop_thread() is not None:
+            # Dramatiq's AsyncIO middleware keeps one event-loop thread per process, in a
+            # global: a second worker would take it over and leave the first's running.
+            raise RuntimeError("a Dramatiq worker already runs in this process: one per process")
         # A short poll timeout lets the API shut down promptly (the default waits 1 s).
         self._worker = dramatiq.Worker(
             self._broker, worker_threads=self._threads, worker_timeout=100
