@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event
 from tests.conftest import Account, make_account
 from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
-from tests.support.services import REDIS_URL
+from tests.support.services import RABBITMQ_URL, REDIS_URL
 from tests.support.settings import make_settings
 
 from stockroom.app import create_app
@@ -194,12 +194,15 @@ async def test_with_the_product_cache_off_reads_miss_and_writes_still_invalidate
     client = require_redis()
     prefix = unique_prefix()
     shared = {"cache_url": REDIS_URL, "cache_key_prefix": prefix}
+    # The writer is an API process whose workers run elsewhere (a broker URL, which it never
+    # connects to: nothing here has images): a process holds one embedded worker at most.
+    writer_settings = make_settings(
+        database_url, tmp_path / "m", cache_products=False, broker_url=RABBITMQ_URL, **shared
+    )
     try:
         async with (
             _serving(make_settings(database_url, tmp_path / "m", **shared)) as (reader, services),
-            _serving(
-                make_settings(database_url, tmp_path / "m", cache_products=False, **shared)
-            ) as (writer, _),
+            _serving(writer_settings) as (writer, _),
         ):
             carol = await make_account(services, f"carol-{prefix}@example.com")
             product_id = await _create(writer, carol)
