@@ -2,9 +2,9 @@
 
 It shares the two cores with the system under test, where a real origin would be another
 machine, so it should cost as little CPU as it can: `python -m http.server` copied each file
-through Python in 64 kB reads and writes and a thread per request (~1.3 ms of CPU per
-image, 3 % of a core in the end-to-end window); this one parses the request line, then
-hands the file to the kernel with sendfile. GET only, one request per connection
+through Python in 64 kB reads and writes with a thread per request (2.4-3.0 % of a core in
+the end-to-end window); this one parses the request line, then hands the file to the
+kernel with sendfile (1.9-2.7 %). GET only, one request per connection
 (`Connection: close`), files directly in the directory; anything else is a 404.
 
     python -m benchmarks.origin PORT DIRECTORY
