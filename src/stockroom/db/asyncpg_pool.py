@@ -64,7 +64,7 @@ class LazyAsyncpgPool:
                     server_settings={"application_name": APPLICATION_NAME},
                     reset=_keep_session,
                 )
-                with translate_connection_errors():
+                with _translate_connection_errors():
                     try:
                         await pool
                     except BaseException:
@@ -73,6 +73,20 @@ class LazyAsyncpgPool:
                 self._pool = pool
             return self._pool
 
+    async def fetch(self, query: str, *args: object) -> list[Any]:
+        """`pool.fetch`, with an unreachable database as DatabaseUnavailable."""
+        pool = await self.ready()
+        with _translate_connection_errors():
+            rows: list[Any] = await pool.fetch(query, *args)
+        return rows
+
+    async def fetchrow(self, query: str, *args: object) -> Any:
+        """`pool.fetchrow` (a record or None), with an unreachable database as
+        DatabaseUnavailable."""
+        pool = await self.ready()
+        with _translate_connection_errors():
+            return await pool.fetchrow(query, *args)
+
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -80,7 +94,7 @@ class LazyAsyncpgPool:
 
 
 @contextmanager
-def translate_connection_errors() -> Iterator[None]:
+def _translate_connection_errors() -> Iterator[None]:
     try:
         yield
     except _UNREACHABLE as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from stockroom.db.asyncpg_pool import LazyAsyncpgPool, translate_connection_errors
+from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.image_jobs import job_from
 from stockroom.domain.models import ImageResult, ImageStatus, JobStatus
 from stockroom.domain.ports import StartedJob
@@ -73,9 +73,7 @@ class AsyncpgJobTransitions:
         self._pool = LazyAsyncpgPool(database_url, pool_size)
 
     async def start(self, job_id: str) -> StartedJob | None:
-        pool = await self._pool.ready()
-        with translate_connection_errors():
-            row = await pool.fetchrow(_START, job_id, datetime.now(UTC))
+        row = await self._pool.fetchrow(_START, job_id, datetime.now(UTC))
         if row is None:
             return None
         return StartedJob(job_from(row), row["touched_product_id"])
@@ -83,20 +81,18 @@ class AsyncpgJobTransitions:
     async def succeed(
         self, job_id: str, product_image_id: int | None, result: ImageResult
     ) -> tuple[bool, int | None]:
-        pool = await self._pool.ready()
-        with translate_connection_errors():
-            row = await pool.fetchrow(
-                _SUCCEED,
-                job_id,
-                datetime.now(UTC),
-                product_image_id,
-                result.output_key,
-                result.output_url,
-                result.width,
-                result.height,
-                result.bytes_in,
-                result.bytes_out,
-            )
+        row = await self._pool.fetchrow(
+            _SUCCEED,
+            job_id,
+            datetime.now(UTC),
+            product_image_id,
+            result.output_key,
+            result.output_url,
+            result.width,
+            result.height,
+            result.bytes_in,
+            result.bytes_out,
+        )
         assert row is not None  # the outer SELECT always returns one row
         return bool(row["written"]), row["touched_product_id"]
 

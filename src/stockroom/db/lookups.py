@@ -9,7 +9,7 @@ both implementations to equal results.
 
 from __future__ import annotations
 
-from stockroom.db.asyncpg_pool import LazyAsyncpgPool, translate_connection_errors
+from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.products import image_from_prefixed, product_from
 from stockroom.db.users import user_from
 from stockroom.domain.models import Product, User
@@ -45,18 +45,14 @@ class AsyncpgLookups:
         self._pool = LazyAsyncpgPool(database_url, pool_size)
 
     async def product(self, product_id: int) -> Product | None:
-        pool = await self._pool.ready()
-        with translate_connection_errors():
-            rows = await pool.fetch(_PRODUCT, product_id)
+        rows = await self._pool.fetch(_PRODUCT, product_id)
         if not rows:
             return None
         images = tuple(image_from_prefixed(row) for row in rows if row["img_id"] is not None)
         return product_from(rows[0], images)
 
     async def user_by_token_hash(self, token_hash: str) -> User | None:
-        pool = await self._pool.ready()
-        with translate_connection_errors():
-            row = await pool.fetchrow(_USER_BY_HASH, token_hash)
+        row = await self._pool.fetchrow(_USER_BY_HASH, token_hash)
         return user_from(row) if row is not None else None
 
     async def close(self) -> None:
