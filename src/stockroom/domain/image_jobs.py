@@ -79,8 +79,7 @@ async def start_job(
             )
             await uow.commit()
         return None
-    if cache is not None and started.product_id is not None:
-        await cache.invalidate(started.product_id)
+    await _invalidate(cache, started.product_id)
     return job
 
 
@@ -89,8 +88,7 @@ async def succeed_job(
 ) -> bool:
     """Write the result once; a job whose image row is gone writes nothing to products."""
     written, product_id = await transitions.succeed(job.id, job.product_image_id, result)
-    if cache is not None and product_id is not None:
-        await cache.invalidate(product_id)
+    await _invalidate(cache, product_id)
     return written
 
 
@@ -185,8 +183,13 @@ async def requeue_unfinished(uow: UnitOfWork) -> int:
 def _invalidate_after_commit(
     uow: UnitOfWork, cache: ProductCache | None, product_id: int | None
 ) -> None:
+    uow.after_commit(lambda: _invalidate(cache, product_id))
+
+
+async def _invalidate(cache: ProductCache | None, product_id: int | None) -> None:
+    """Retire the product's cached response, when there is a cache and a product."""
     if cache is not None and product_id is not None:
-        uow.after_commit(lambda: cache.invalidate(product_id))
+        await cache.invalidate(product_id)
 
 
 async def pipeline_counts(uow: UnitOfWork) -> dict[str, int]:
