@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from stockroom.app import create_app
-from stockroom.bootstrap import Services
+from stockroom.bootstrap import Services, bootstrap, shutdown
 from stockroom.config import Settings
 from stockroom.domain import users
 from tests.support.databases import empty_tables_sql, postgres_database, sqlite_database
@@ -27,6 +28,22 @@ def _fresh_structlog_config() -> Iterator[None]:
     tests that capture warnings with `structlog.testing.capture_logs` must not inherit it."""
     yield
     structlog.reset_defaults()
+
+
+@asynccontextmanager
+async def bootstrapped(database_url: str, media: Path) -> AsyncIterator[Services]:
+    """The adapters alone, without the app: no embedded worker, no relay."""
+    services = await bootstrap(make_settings(database_url, media))
+    try:
+        yield services
+    finally:
+        await shutdown(services)
+
+
+@pytest.fixture
+async def pg_services(postgres_url: str, tmp_path: Path) -> AsyncIterator[Services]:
+    async with bootstrapped(postgres_url, tmp_path / "media") as services:
+        yield services
 
 
 @pytest.fixture(scope="session")

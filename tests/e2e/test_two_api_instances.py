@@ -15,9 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.moto import free_port
 from tests.support.redis_server import require_redis, unique_prefix
-from tests.support.services import REDIS_URL
+from tests.support.services import REDIS_URL, free_port
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]

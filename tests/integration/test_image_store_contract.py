@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 from botocore.stub import Stubber
-from tests.support.moto import MOTO_CREDENTIALS, free_port, running_moto_server
+from tests.support.moto import MOTO_CREDENTIALS, running_moto_server
+from tests.support.services import free_port
 
 from stockroom.adapters.storage import FileImageStore, S3ImageStore, build_image_store
 from stockroom.adapters.storage.s3 import CACHE_CONTROL

@@ -5,7 +5,6 @@ through every case the pipeline meets; a database it cannot reach is DatabaseUna
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,10 +12,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from tests.integration.test_lookups_contract import closed_port
-from tests.support.settings import make_settings
+from tests.conftest import bootstrapped
+from tests.support.services import free_port
 
-from stockroom.bootstrap import Services, bootstrap, shutdown
+from stockroom.bootstrap import Services
 from stockroom.db.job_transitions import AsyncpgJobTransitions
 from stockroom.db.tables import image_jobs, product_images, products
 from stockroom.domain import products as product_service
@@ -31,15 +30,6 @@ from stockroom.domain.queries import NewProduct
 pytestmark = pytest.mark.postgres
 
 RESULT = ImageResult("ab/cd.jpg", "http://testserver/media/ab/cd.jpg", 640, 480, 9_000, 3_000)
-
-
-@pytest.fixture
-async def pg_services(postgres_url: str, tmp_path: Path) -> AsyncIterator[Services]:
-    services = await bootstrap(make_settings(postgres_url, tmp_path / "media"))
-    try:
-        yield services
-    finally:
-        await shutdown(services)
 
 
 @dataclasses.dataclass
@@ -204,7 +194,7 @@ async def test_one_statement_each_writes_and_returns_what_the_unit_of_work_does(
 
 async def test_an_unreachable_database_is_database_unavailable() -> None:
     transitions = AsyncpgJobTransitions(
-        f"postgresql://postgres@127.0.0.1:{closed_port()}/test", pool_size=2
+        f"postgresql://postgres@127.0.0.1:{free_port()}/test", pool_size=2
     )
     try:
         with pytest.raises(DatabaseUnavailable):
@@ -216,8 +206,5 @@ async def test_an_unreachable_database_is_database_unavailable() -> None:
 
 
 async def test_sqlite_goes_through_the_unit_of_work(sqlite_url: str, tmp_path: Path) -> None:
-    services = await bootstrap(make_settings(sqlite_url, tmp_path / "media"))
-    try:
+    async with bootstrapped(sqlite_url, tmp_path / "media") as services:
         assert isinstance(services.transitions, UnitOfWorkJobTransitions)
-    finally:
-        await shutdown(services)

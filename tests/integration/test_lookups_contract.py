@@ -4,18 +4,16 @@ is DatabaseUnavailable (a 503), never a 500."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator
 from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import Account
-from tests.support.settings import make_settings
+from tests.conftest import Account, bootstrapped
+from tests.support.services import free_port
 
-from stockroom.bootstrap import Services, bootstrap, shutdown
+from stockroom.bootstrap import Services
 from stockroom.db.asyncpg_pool import asyncpg_dsn
 from stockroom.db.lookups import AsyncpgLookups
 from stockroom.domain import products, users
@@ -33,25 +31,8 @@ def database_url(postgres_url: str) -> str:
     return postgres_url
 
 
-@pytest.fixture
-async def pg_services(postgres_url: str, tmp_path: Path) -> AsyncIterator[Services]:
-    services = await bootstrap(make_settings(postgres_url, tmp_path / "media"))
-    try:
-        yield services
-    finally:
-        await shutdown(services)
-
-
-def closed_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def unreachable_lookups() -> AsyncpgLookups:
-    return AsyncpgLookups(f"postgresql://postgres@127.0.0.1:{closed_port()}/test", pool_size=2)
+    return AsyncpgLookups(f"postgresql://postgres@127.0.0.1:{free_port()}/test", pool_size=2)
 
 
 async def catalogue(services: Services) -> tuple[User, str, Product, Product]:
@@ -113,11 +94,8 @@ async def test_asyncpg_lookups_equal_the_unit_of_work_ones(pg_services: Services
 
 
 async def test_sqlite_reads_through_the_unit_of_work(sqlite_url: str, tmp_path: Path) -> None:
-    services = await bootstrap(make_settings(sqlite_url, tmp_path / "media"))
-    try:
+    async with bootstrapped(sqlite_url, tmp_path / "media") as services:
         assert isinstance(services.lookups, UnitOfWorkLookups)
-    finally:
-        await shutdown(services)
 
 
 def test_the_dsn_is_the_sqlalchemy_url_with_its_password() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from tests.support.settings import make_settings
+from tests.conftest import bootstrapped
 
-from stockroom.bootstrap import Services, bootstrap, shutdown
+from stockroom.bootstrap import Services
 from stockroom.db.tables import image_jobs, outbox, product_images
 from stockroom.domain import products, users
 from stockroom.domain.queries import NewProduct
@@ -20,11 +20,8 @@ from stockroom.domain.queries import NewProduct
 @pytest.fixture
 async def bare_services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
     """The adapters without the app: no embedded worker touches the rows."""
-    services = await bootstrap(make_settings(database_url, tmp_path / "media"))
-    try:
+    async with bootstrapped(database_url, tmp_path / "media") as services:
         yield services
-    finally:
-        await shutdown(services)
 
 
 async def test_each_job_points_at_its_own_image_in_position_order(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from tests.support.services import free_port
 
 MOTO_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -23,14 +24,6 @@ MOTO_CREDENTIALS = {
 """Dummy credentials: given to the subprocess only, and passed explicitly to boto3 clients."""
 
 _STARTUP_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    """A loopback port that nothing listens on (a race is possible but harmless in tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

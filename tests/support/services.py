@@ -15,6 +15,14 @@ REDIS_URL = os.environ.get("STOCKROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 RABBITMQ_URL = os.environ.get("STOCKROOM_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
+def free_port() -> int:
+    """A loopback port that nothing listens on (a race is possible but harmless in tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def answers(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
