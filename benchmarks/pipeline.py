@@ -563,20 +563,18 @@ class PipelineBenchmark:
             async with running_system(corpus, token) as system:
                 print("[pipeline] warming up the workers...", file=sys.stderr)
                 await _warm_up(system, corpus)
-                for pair in range(pairs):
+                for window in range(pairs + 1):  # bare, e2e, bare, ..., e2e, bare
                     print(
-                        f"[pipeline] bare, 2 processes ({pair + 1}/{pairs + 1})...", file=sys.stderr
+                        f"[pipeline] bare, 2 processes ({window + 1}/{pairs + 1})...",
+                        file=sys.stderr,
                     )
                     bares.append(
                         await asyncio.to_thread(bare_throughput, paths, WORKER_PROCESSES, rounds)
                     )
-                    step = f"{pair + 1}/{pairs}: {len(names)} images x {rounds}"
-                    print(f"[pipeline] end to end ({step})...", file=sys.stderr)
-                    e2es.append(await end_to_end(system, names * rounds))
-                print(f"[pipeline] bare, 2 processes ({pairs + 1}/{pairs + 1})...", file=sys.stderr)
-                bares.append(
-                    await asyncio.to_thread(bare_throughput, paths, WORKER_PROCESSES, rounds)
-                )
+                    if window < pairs:
+                        step = f"{window + 1}/{pairs}: {len(names)} images x {rounds}"
+                        print(f"[pipeline] end to end ({step})...", file=sys.stderr)
+                        e2es.append(await end_to_end(system, names * rounds))
                 await asyncio.sleep(2)  # let the machine settle: the next rows are "idle"
                 print("[pipeline] one image at a time...", file=sys.stderr)
                 spread = [
@@ -600,7 +598,7 @@ class PipelineBenchmark:
             "end_to_end_images_per_s": [round(e.images_per_s, 2) for e in e2es],
             "ratios": [round(r, 3) for r in ratios],
         }
-        self._rows(result, bare1, bare2, e2e, statistics.median(ratios), ratios, latencies, rss)
+        self._rows(result, bare1, bare2, e2e, ratios, latencies, rss)
         return result
 
     def _rows(
@@ -609,13 +607,13 @@ class PipelineBenchmark:
         bare1: BareResult,
         bare2: BareResult,
         e2e: EndToEnd,
-        ratio: float,
         ratios: list[float],
         latencies: list[Latency],
         rss: dict[str, Any],
     ) -> None:
-        """`bare2` and `e2e` are the median windows; `ratio` is the median of `ratios`, each
-        an e2e window over the mean of the bare windows on either side of it."""
+        """`bare2` and `e2e` are the median windows; each of `ratios` is an e2e window over
+        the mean of the bare windows on either side of it, and their median is the ratio."""
+        ratio = statistics.median(ratios)
         for bare in (bare1, bare2):
             result.rows.append(
                 Row(
