@@ -3,6 +3,7 @@ RabbitMQ, PostgreSQL and S3 (moto_server), images served by a local HTTP server.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import uuid
@@ -76,9 +77,13 @@ def worker_env(postgres_url: str, broker_url: str, s3_url: str) -> dict[str, str
 
 
 @pytest.fixture(scope="module")
-def worker(worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with running_worker(worker_env, log, processes=2) as pid:
+def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("worker") / "worker.log"
+
+
+@pytest.fixture(scope="module")
+def worker(worker_env: dict[str, str], worker_log: Path) -> Iterator[int]:
+    with running_worker(worker_env, worker_log, processes=2) as pid:
         wait_for_children(pid, 2)
         yield pid
 
@@ -228,6 +233,16 @@ async def test_sigkill_of_a_worker_mid_batch_still_processes_every_image_once(
     listed = _s3(app).list_objects_v2(Bucket=_bucket(app), Prefix="img/")
     assert {item["Key"] for item in listed.get("Contents", [])} >= keys
     assert victim not in wait_for_children(worker, 2)  # the supervisor replaced it
+
+
+async def test_worker_processes_run_the_actors_on_uvloop(worker: int, worker_log: Path) -> None:
+    async def started_loops() -> list[str]:
+        lines = worker_log.read_text().splitlines()
+        events = [json.loads(line) for line in lines if line.startswith("{")]
+        loops = [e["event_loop"] for e in events if e.get("event") == "worker.started"]
+        return loops if len(loops) >= 2 else []
+
+    assert set(await eventually(started_loops, timeout=30)) == {"uvloop"}
 
 
 def _bucket(app: FastAPI) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import dramatiq
 import structlog
+import uvloop
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import AsyncIO, Middleware
 from prometheus_client import start_http_server
@@ -125,6 +126,11 @@ def run_worker_process(
     if settings.worker_metrics_port:
         # One port per process (base + index): Prometheus scrapes each worker directly.
         start_http_server(settings.worker_metrics_port + index, addr="127.0.0.1")
+    # Dramatiq's AsyncIO middleware makes the actors' event loop with asyncio.new_event_loop()
+    # when the worker starts: under this policy it is a uvloop loop, as the API's is under
+    # uvicorn. The loop's own cost per job (the origin, PostgreSQL and Redis sockets, the
+    # executor hand-offs) drops by about 1.5 ms of CPU (docs/performance.md).
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     runtime = WorkerRuntime(settings)
     broker = prepare_broker(build_broker_for(settings), settings, runtime)
     worker = dramatiq.Worker(broker, worker_threads=threads, queues=queues or {IMAGES_QUEUE})
@@ -132,7 +138,13 @@ def run_worker_process(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     worker.start()
-    log.info("worker.started", threads=threads, queues=sorted(queues or {IMAGES_QUEUE}))
+    loop_thread = get_event_loop_thread()
+    log.info(
+        "worker.started",
+        threads=threads,
+        queues=sorted(queues or {IMAGES_QUEUE}),
+        event_loop=type(loop_thread.loop).__module__ if loop_thread else None,
+    )
     stop.wait()
     log.info("worker.stopping")
     worker.stop()
