@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 from collections.abc import Sequence
 
 import pytest
@@ -13,6 +15,7 @@ from stockroom.pipeline.address_policy import (
     IPAddress,
     check_url,
     is_public,
+    system_resolver,
 )
 
 REFUSED = [
@@ -172,3 +175,29 @@ async def test_unresolvable_host_is_unreachable_not_blocked() -> None:
 
     with pytest.raises(SourceUnreachable):
         await check_url("http://nowhere.example/", AddressPolicy(resolve=resolve))
+
+
+@pytest.mark.parametrize("host", ["93.184.216.34", "127.0.0.1", "2606:2800:220:1::", "::1"])
+async def test_an_ip_literal_is_its_own_answer_without_the_os_resolver(
+    host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_lookup(*args: object, **kwargs: object) -> object:
+        raise AssertionError("getaddrinfo was called for an IP literal")
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_lookup)
+    assert await system_resolver(host, 80) == [ipaddress.ip_address(host)]
+
+
+@pytest.mark.parametrize("host", ["2130706433", "127.1", "0x7f000001", "fe80::1%lo"])
+async def test_encoded_and_scoped_forms_still_go_to_the_os_resolver(
+    host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+
+    async def lookup(name: str, port: int, **kwargs: object) -> list[object]:
+        asked.append(name)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", lookup)
+    assert await system_resolver(host, 80) == [ipaddress.ip_address("127.0.0.1")]
+    assert asked == [host]

@@ -7,6 +7,7 @@ resolved once and every address is vetted; `fetch.py` then connects to a vetted 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,7 +27,13 @@ _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
 async def system_resolver(host: str, port: int) -> Sequence[IPAddress]:
-    """Every address the OS resolver gives for `host`; numeric forms like `2130706433` too."""
+    """Every address the OS resolver gives for `host`; numeric forms like `2130706433` too.
+
+    A canonical IP literal is its own answer: no executor hop to getaddrinfo. Anything else
+    (names, `2130706433`, `127.1`, scoped IPv6) goes to the OS resolver, as before."""
+    if "%" not in host:
+        with contextlib.suppress(ValueError):
+            return [ipaddress.ip_address(host)]
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
