@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 
+import httpcore
+import httpx
 import pytest
+import trustme
 from tests.support.image_server import JPEG, PNG, ImageServer, serve_images
 
 from stockroom.domain.errors import (
@@ -18,7 +22,7 @@ from stockroom.domain.errors import (
     SourceUnreachable,
 )
 from stockroom.pipeline.address_policy import IPAddress
-from stockroom.pipeline.fetch import AddressPolicy, Fetched, fetch_image
+from stockroom.pipeline.fetch import AddressPolicy, Fetched, GuardedTransport, fetch_image
 
 # 127.0.0.2 plays a public host; the socket guard must let tests reach it.
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "127.0.0.2", "::1"])
@@ -231,3 +235,58 @@ async def test_hostname_resolving_to_a_refused_address_never_connects(address: s
     policy, _ = pinned({"evil.example": [address]})
     with pytest.raises(BlockedAddress):
         await fetch("http://evil.example/a.jpg", policy)
+
+
+# --- HTTPS: TLS on asyncio's streams, the certificate checked against the URL's hostname ---
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_server(ca: trustme.CA) -> Iterator[ImageServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("images.example").configure_cert(context)
+    with serve_images("127.0.0.2", tls=context) as running:
+        yield running
+
+
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def get(url: str, policy: AddressPolicy, verify: ssl.SSLContext) -> httpx.Response:
+    transport = GuardedTransport(policy, verify=verify)
+    async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+        return await client.get(url)
+
+
+async def test_https_connects_to_the_vetted_address_and_checks_the_hostname(
+    tls_server: ImageServer, ca: trustme.CA
+) -> None:
+    policy, lookups = pinned({"images.example": ["127.0.0.2"]})
+    response = await get(f"https://images.example:{tls_server.port}/host", policy, trusting(ca))
+    assert response.status_code == 200
+    assert response.text == f"images.example:{tls_server.port}"
+    assert response.extensions["network_stream"].get_extra_info("ssl_object") is not None
+    assert lookups == ["images.example"]
+
+
+async def test_https_certificate_for_another_name_is_refused(
+    tls_server: ImageServer, ca: trustme.CA
+) -> None:
+    policy, _ = pinned({"other.example": ["127.0.0.2"]})
+    with pytest.raises(httpcore.ConnectError, match=r"(?i)hostname|certificate"):
+        await get(f"https://other.example:{tls_server.port}/host", policy, trusting(ca))
+
+
+async def test_https_certificate_from_an_unknown_authority_is_unreachable(
+    tls_server: ImageServer,
+) -> None:
+    policy, _ = pinned({"images.example": ["127.0.0.2"]})
+    with pytest.raises(SourceUnreachable, match=r"(?i)certificate"):
+        await fetch(f"https://images.example:{tls_server.port}/image.jpg", policy)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -136,20 +137,26 @@ class _QuietServer(ThreadingHTTPServer):
 class ImageServer:
     host: str
     port: int
+    scheme: str = "http"
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
+        return f"{self.scheme}://{self.host}:{self.port}/{path.lstrip('/')}"
 
 
 @contextmanager
-def serve_images(host: str = "127.0.0.1") -> Iterator[ImageServer]:
-    """Run the server in a daemon thread on a free port of `host` until the block ends."""
+def serve_images(
+    host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> Iterator[ImageServer]:
+    """Run the server in a daemon thread on a free port of `host` until the block ends;
+    over HTTPS with `tls` (a server-side context holding the certificate)."""
     server = _QuietServer((host, 0), _Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.daemon = True
     thread.start()
     try:
-        yield ImageServer(host, server.server_address[1])
+        yield ImageServer(host, server.server_address[1], "https" if tls else "http")
     finally:
         server.shutdown()
         server.server_close()

@@ -27,6 +27,7 @@ from stockroom.domain.errors import (
     SourceUnreachable,
 )
 from stockroom.pipeline.address_policy import AddressPolicy, check_url, parse_fetchable_url
+from stockroom.pipeline.asyncio_network import AsyncioBackend
 
 __all__ = ["AddressPolicy", "Fetched", "GuardedTransport", "check_url", "fetch_image"]
 
@@ -53,7 +54,7 @@ class _VettingBackend(httpcore.AsyncNetworkBackend):
 
     def __init__(self, policy: AddressPolicy) -> None:
         self._policy = policy
-        self._inner = httpcore.AnyIOBackend()
+        self._inner = AsyncioBackend()
 
     async def connect_tcp(
         self,
@@ -197,12 +198,14 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise ImageTooLarge(f"the source declares {int(declared):,} bytes; limit {max_bytes:,}")
-    body = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > max_bytes:
+        size += len(chunk)
+        if size > max_bytes:
             raise ImageTooLarge(f"the download exceeded {max_bytes:,} bytes")
-    return bytes(body)
+        chunks.append(chunk)
+    return b"".join(chunks)  # one copy of the body, not a growing buffer's several
 
 
 @contextmanager
