@@ -66,6 +66,7 @@ def worker_env(postgres_url: str, broker_url: str, s3_url: str) -> dict[str, str
         "STOCKROOM_STORAGE_URL": s3_url,
         "STOCKROOM_CACHE_URL": REDIS_URL,
         "STOCKROOM_CACHE_KEY_PREFIX": f"stockroom-test-{uuid.uuid4().hex[:8]}:",
+        "STOCKROOM_CACHE_SOCKET_TIMEOUT_SECONDS": "2",  # as in tests/support/settings.py
         "STOCKROOM_ALLOW_PRIVATE_NETWORKS": "true",
         "STOCKROOM_JOB_MAX_RETRIES": "2",
         "STOCKROOM_JOB_MIN_BACKOFF_MS": "50",

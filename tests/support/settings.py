@@ -16,6 +16,11 @@ def make_settings(database_url: str, media: Path, **overrides: Any) -> Settings:
         "public_base_url": "http://testserver",
         "log_format": "console",
         "log_level": "WARNING",
+        # A loaded machine can stall a Redis reply past the 0.25 s default. One timed-out
+        # invalidation (say, the embedded worker's after a job) opens the breaker and leaves the
+        # old body served for the whole TTL: the outage case, which the fault tests cover with
+        # their own timeouts (tests/integration/test_*cache_faults*.py), not what the others test.
+        "cache_socket_timeout_seconds": 2.0,
         **overrides,
     }
     return Settings(_env_file=None, **values)
