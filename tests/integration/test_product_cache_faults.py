@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
 from tests.support.services import REDIS_URL
 from tests.support.tcp_proxy import Mode, TcpProxy
+from tests.support.waiting import eventually
 
 from stockroom.adapters.cache import RedisProductCache
 from stockroom.domain.errors import CacheUnavailable
@@ -156,10 +157,9 @@ async def test_an_entry_invalidated_during_the_outage_is_not_served_after_it(
         proxy.set_mode("blackhole")
         await cache.invalidate(1)  # the write committed, but Redis never heard of it
         assert cache.lost_invalidations == {1}
-        proxy.set_mode("forward")
-        await asyncio.sleep(COOLDOWN * 1.5)
-
         with structlog.testing.capture_logs() as logs:
+            proxy.set_mode("forward")
+            await asyncio.sleep(COOLDOWN * 1.5)
             after = await cache.read(1)
         assert after.body is None
         assert cache.lost_invalidations == frozenset()
@@ -174,6 +174,49 @@ async def test_an_entry_invalidated_during_the_outage_is_not_served_after_it(
         assert (await other_instance.read(1)).body == b"new row"
     finally:
         await other_instance.close()
+
+
+async def test_an_idle_instance_bumps_the_epoch_itself_once_redis_is_back(
+    cache: RedisProductCache, proxy: TcpProxy, prefix: str
+) -> None:
+    """A worker that lost its invalidation and then has no other job must not leave the
+    API serving the old body until the TTL: it repairs in the background."""
+    other_instance = RedisProductCache.from_url(
+        REDIS_URL,
+        ttl_seconds=TTL_SECONDS,
+        socket_timeout=SOCKET_TIMEOUT,
+        breaker_cooldown=COOLDOWN,
+        key_prefix=prefix,
+    )
+    try:
+        await cache_one(other_instance, 1, b"old row")
+        proxy.set_mode("blackhole")
+        await cache.invalidate(1)
+        assert cache.lost_invalidations == {1}
+        proxy.set_mode("forward")
+
+        async def other_sees_it_gone() -> bool:
+            return (await other_instance.read(1)).body is None
+
+        await eventually(other_sees_it_gone, timeout=COOLDOWN * 10)
+        assert cache.lost_invalidations == frozenset()
+    finally:
+        await other_instance.close()
+
+
+async def test_a_repair_that_finds_redis_still_down_tries_again(
+    cache: RedisProductCache, proxy: TcpProxy
+) -> None:
+    proxy.set_mode("refuse")
+    await cache.invalidate(1)
+    await asyncio.sleep(COOLDOWN * 2.5)  # the repair's first tries fail
+    assert cache.lost_invalidations == {1}
+    proxy.set_mode("forward")
+    await eventually(lambda: _none_lost(cache), timeout=COOLDOWN * 10)
+
+
+async def _none_lost(cache: RedisProductCache) -> bool:
+    return not cache.lost_invalidations
 
 
 async def test_an_instance_with_a_stale_epoch_still_invalidates_the_live_entry(

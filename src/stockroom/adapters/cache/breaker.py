@@ -38,6 +38,10 @@ class CircuitBreaker:
         self._probe_started_at = 0.0
 
     @property
+    def cooldown(self) -> float:
+        return self._cooldown
+
+    @property
     def state(self) -> BreakerState:
         return self._state
 

@@ -9,9 +9,11 @@ so a row read before a write can never be cached after that write's invalidation
 Outages: any Redis error or timeout opens the breaker and degrades to a miss; invalidations that
 did not reach Redis are remembered, and the first successful call afterwards bumps `epoch`
 before anything else, so nothing cached before the outage is served again (and tokens handed out
-before it cannot fill). Other instances notice the new epoch in their next read's MGET.
-Remaining gaps, bounded by the body TTL: a process that dies before Redis returns never bumps,
-and other instances keep serving the entries this one failed to invalidate until it recovers.
+before it cannot fill). Other instances notice the new epoch in their next read's MGET. A
+process that has nothing else to ask Redis (a worker between jobs) makes that call itself: a
+background task retries the bump every breaker cooldown until it lands.
+Remaining gap, bounded by the body TTL: a process that dies before Redis returns never bumps,
+and other instances keep serving the entries it failed to invalidate.
 Needs a standalone or Sentinel Redis (the scripts touch keys in several slots), with an
 eviction policy that spares keys without TTL (`noeviction` or `volatile-*`): `epoch` must not be
 evicted.
@@ -101,6 +103,7 @@ class RedisProductCache:
         self._epoch = "0"
         self._lost: set[int] = set()
         self._bump_lock = asyncio.Lock()
+        self._repair: asyncio.Task[None] | None = None
         self._fill_script = client.register_script(_FILL_LUA)
         self._invalidate_script = client.register_script(_INVALIDATE_LUA)
         self._bump_script = client.register_script(_BUMP_EPOCH_LUA)
@@ -181,12 +184,17 @@ class RedisProductCache:
                 self._epoch = _text(await self._invalidate_script(keys=keys, args=args))
         except CacheUnavailable:
             self._lost.add(product_id)
+            self._repair_in_background()
 
     async def ping(self) -> None:
         async with self._guarded("ping"):
             await self._client.ping()
 
     async def close(self) -> None:
+        if self._repair is not None:
+            self._repair.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repair
         await self._client.aclose()
 
     def _body_key(self, epoch: str, product_id: int) -> str:
@@ -229,6 +237,21 @@ class RedisProductCache:
                     lost_invalidations=len(self._lost),
                 )
             raise CacheUnavailable(f"redis {operation} failed: {exc}") from exc
+
+    def _repair_in_background(self) -> None:
+        """Bump the epoch as soon as the breaker lets a call through, even if this process
+        makes no other call: until then, other instances serve what it failed to invalidate."""
+        if self._repair is None or self._repair.done():
+            self._repair = asyncio.get_running_loop().create_task(
+                self._repair_lost(), name="cache-repair"
+            )
+
+    async def _repair_lost(self) -> None:
+        while self._lost:
+            await asyncio.sleep(self._breaker.cooldown)
+            with contextlib.suppress(CacheUnavailable):
+                async with self._guarded("repair"):
+                    pass  # entering bumps the epoch first, while invalidations are lost
 
     async def _bump_epoch(self) -> None:
         """Orphan every cached body, since some invalidations never reached Redis."""
