@@ -3,8 +3,8 @@ process. The app lifespan, the CLI and the worker all call `bootstrap`."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import dramatiq
@@ -65,7 +65,9 @@ class Services:
             store=self.store,
             cache=self.cache,
             policy=AddressPolicy(allow_private=self.settings.allow_private_networks),
-            image_slots=asyncio.Semaphore(self.settings.worker_image_concurrency),
+            image_executor=ThreadPoolExecutor(
+                self.settings.worker_image_concurrency, thread_name_prefix="libvips"
+            ),
         )
 
 

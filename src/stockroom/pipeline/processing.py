@@ -6,7 +6,9 @@ fetch (guarded) -> libvips -> object storage -> DB write-back -> cache invalidat
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
@@ -42,8 +44,11 @@ class PipelineContext:
     store: ImageStore
     cache: ProductCache | None
     policy: AddressPolicy
-    # At most `worker_image_concurrency` libvips operations at once in this process.
-    image_slots: asyncio.Semaphore
+    # libvips runs on these threads only (`worker_image_concurrency` of them): at most that
+    # many images decoded at once in this process. A job that finds them busy waits in the
+    # executor's queue, and a thread that finishes one image starts the next queued one
+    # itself, without a round trip through the event loop.
+    image_executor: ThreadPoolExecutor
 
 
 async def run_image_job(job_id: str, ctx: PipelineContext, *, last_attempt: bool) -> None:
@@ -90,14 +95,17 @@ async def _produce(
         bytes=len(source),
     )
     ops = parse_operations_json(job.operations)
-    async with ctx.image_slots:  # the other threads download and write back meanwhile
-        processed = await asyncio.to_thread(
+    # The other jobs download and write back on the event loop meanwhile.
+    processed = await asyncio.get_running_loop().run_in_executor(
+        ctx.image_executor,
+        functools.partial(
             process,
             source,
             ops or None,
             jpeg_quality=settings.jpeg_quality,
             max_pixels=settings.max_image_pixels,
-        )
+        ),
+    )
     key = content_key(source, ops, processed.extension, jpeg_quality=settings.jpeg_quality)
     try:
         url = await ctx.store.put(key, processed.data, processed.content_type)
