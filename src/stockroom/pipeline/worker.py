@@ -40,7 +40,11 @@ class WorkerRuntime:
         cache: ProductCache | None = None,
         store: ImageStore | None = None,
     ) -> None:
-        self._settings = settings
+        # No near-cache in a worker: it never reads the product cache, and its invalidations
+        # need not wait for their pub/sub echo, since no client is waiting on the worker's
+        # answer (the job row is committed before the invalidation is even sent). Without
+        # it, a worker neither subscribes to every process's invalidations nor waits.
+        self._settings = settings.model_copy(update={"cache_near_max_entries": 0})
         self._cache = cache
         self._store = store
         self._services: Services | None = None

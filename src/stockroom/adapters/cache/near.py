@@ -83,8 +83,9 @@ class NearProductCache:
 
     async def invalidate(self, product_id: int) -> None:
         listener = self._listener
-        # A process that only writes (a worker; an API with the product cache off) subscribes
-        # too, so its later invalidations wait for their echo like a reader's.
+        # A process that only writes (an API with the product cache off) subscribes too, so
+        # its later invalidations wait for their echo like a reader's. (Workers build no
+        # near-cache: nobody waits on their answer; pipeline/worker.py.)
         listener.start()
         payload = str(product_id).encode()
         echo = listener.expect(payload) if listener.healthy else None
