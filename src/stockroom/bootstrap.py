@@ -29,6 +29,7 @@ from stockroom.domain.ports import (
     UnitOfWork,
 )
 from stockroom.pipeline.address_policy import AddressPolicy
+from stockroom.pipeline.fetch import ImageFetcher
 from stockroom.pipeline.processing import PipelineContext
 from stockroom.pipeline.relay import OutboxRelay
 
@@ -64,7 +65,12 @@ class Services:
             transitions=self.transitions,
             store=self.store,
             cache=self.cache,
-            policy=AddressPolicy(allow_private=self.settings.allow_private_networks),
+            fetcher=ImageFetcher(
+                AddressPolicy(allow_private=self.settings.allow_private_networks),
+                max_bytes=self.settings.max_image_bytes,
+                timeout=self.settings.fetch_timeout_seconds,
+                max_redirects=self.settings.max_redirects,
+            ),
             image_executor=ThreadPoolExecutor(
                 self.settings.worker_image_concurrency, thread_name_prefix="libvips"
             ),

@@ -22,7 +22,13 @@ from stockroom.domain.errors import (
     SourceUnreachable,
 )
 from stockroom.pipeline.address_policy import IPAddress
-from stockroom.pipeline.fetch import AddressPolicy, Fetched, GuardedTransport, fetch_image
+from stockroom.pipeline.fetch import (
+    AddressPolicy,
+    Fetched,
+    GuardedTransport,
+    ImageFetcher,
+    fetch_image,
+)
 
 # 127.0.0.2 plays a public host; the socket guard must let tests reach it.
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "127.0.0.2", "::1"])
@@ -290,3 +296,36 @@ async def test_https_certificate_from_an_unknown_authority_is_unreachable(
     policy, _ = pinned({"images.example": ["127.0.0.2"]})
     with pytest.raises(SourceUnreachable, match=r"(?i)certificate"):
         await fetch(f"https://images.example:{tls_server.port}/image.jpg", policy)
+
+
+# --- one fetcher per worker process: connections kept alive between jobs ---
+
+
+async def test_a_fetcher_reuses_its_connection_to_an_origin(server: ImageServer) -> None:
+    fetcher = ImageFetcher(LOCAL, max_bytes=1_000_000, timeout=5.0, max_redirects=3)
+    try:
+        first = await fetcher.fetch(server.url("peer"))
+        second = await fetcher.fetch(server.url("peer"))
+        assert (await fetcher.fetch(server.url("image.jpg"))).data == JPEG
+    finally:
+        await fetcher.aclose()
+    assert first.data == second.data  # the same client port: one connection for both
+
+
+async def test_one_off_downloads_do_not_share_connections(server: ImageServer) -> None:
+    first = await fetch(server.url("peer"))
+    second = await fetch(server.url("peer"))
+    assert first.data != second.data
+
+
+async def test_a_kept_connection_never_carries_a_request_for_another_host(
+    server: ImageServer, public_server: ImageServer
+) -> None:
+    """127.0.0.2 is vetted on its own connect: pooling is per origin."""
+    fetcher = ImageFetcher(PUBLIC_127_0_0_2, max_bytes=1_000_000, timeout=5.0, max_redirects=3)
+    try:
+        assert (await fetcher.fetch(public_server.url("image.png"))).data == PNG
+        with pytest.raises(BlockedAddress):
+            await fetcher.fetch(server.url("image.jpg"))  # 127.0.0.1, refused by this policy
+    finally:
+        await fetcher.aclose()

@@ -4,6 +4,7 @@ Routes: `/image.jpg`, `/image.png`, `/status/<code>`, `/slow/<seconds>` (late he
 `/drip/<seconds>` (a body that trickles), `/huge/<bytes>` (declared length),
 `/unsized/<bytes>` (no length: only counting can stop it), `/reset` (TCP RST),
 `/redirect?to=<url>`, `/chain/<n>` (n redirects, then the JPEG), `/host` (echoes Host),
+`/peer` (the client's port: which connection asked),
 `/text.txt` (text served as image/jpeg), `/photo/<n>.jpg` (a distinct photo per n).
 """
 
@@ -76,6 +77,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, numbered_photo(int(arg.split(".")[0])), "image/jpeg")
         elif route == "host":
             self._send(200, (self.headers.get("Host") or "").encode(), "text/plain")
+        elif route == "peer":
+            self._send(200, str(self.client_address[1]).encode(), "text/plain")
         else:
             self._send(404, b"not found", "text/plain")
 

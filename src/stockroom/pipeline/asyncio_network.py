@@ -22,6 +22,7 @@ import httpcore
 
 # The reader's buffer: h11 asks for 64 KiB at a time; the transport pauses past twice this.
 _BUFFER_LIMIT = 256 * 1024
+_CLOSE_TIMEOUT = 1.0
 
 
 @contextlib.contextmanager
@@ -55,8 +56,12 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 await self._writer.drain()
 
     async def aclose(self) -> None:
-        # No wait for the peer: a TLS close_notify it never answers must not hold the job.
         self._writer.close()
+        # Until the transport is closed (else the loop may end first and warn), but briefly:
+        # a peer that never answers a TLS close_notify must not hold the job.
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await self._writer.wait_closed()
 
     async def start_tls(
         self,

@@ -29,7 +29,14 @@ from stockroom.domain.errors import (
 from stockroom.pipeline.address_policy import AddressPolicy, check_url, parse_fetchable_url
 from stockroom.pipeline.asyncio_network import AsyncioBackend
 
-__all__ = ["AddressPolicy", "Fetched", "GuardedTransport", "check_url", "fetch_image"]
+__all__ = [
+    "AddressPolicy",
+    "Fetched",
+    "GuardedTransport",
+    "ImageFetcher",
+    "check_url",
+    "fetch_image",
+]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _HEADERS = {
@@ -147,6 +154,63 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         await self._pool.aclose()
 
 
+class ImageFetcher:
+    """Guarded downloads through one httpx client, so connections to an origin are kept
+    alive from one job to the next: no new TCP (or TLS) handshake per image.
+
+    A worker process makes one, on its event loop, and closes it at shutdown. A kept-alive
+    connection goes only to the host it was opened (and vetted) for; redirects to another
+    host open their own, vetted again.
+    """
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        *,
+        max_bytes: int,
+        timeout: float,  # seconds for a whole download, redirects included
+        max_redirects: int,
+    ) -> None:
+        self._max_bytes = max_bytes
+        self._timeout = timeout
+        self._max_redirects = max_redirects
+        self._client = httpx.AsyncClient(
+            transport=GuardedTransport(policy),
+            trust_env=False,  # env proxies would route around the guarded transport
+            follow_redirects=False,
+            timeout=timeout,
+            headers=_HEADERS,
+        )
+
+    async def fetch(self, url: str) -> Fetched:
+        """Download `url` within the time budget in total and the byte cap of body.
+
+        Raises BlockedAddress, FetchTimeout, SourceUnreachable, SourceClientError (4xx, too
+        many redirects), SourceServerError (5xx, 429) or ImageTooLarge.
+        """
+        current = parse_fetchable_url(url)
+        client = self._client
+        try:
+            async with asyncio.timeout(self._timeout):
+                with _translate_transport_errors():
+                    for _hop in range(self._max_redirects + 1):
+                        async with client.stream("GET", current) as response:
+                            location = response.headers.get("location")
+                            if response.status_code in _REDIRECTS and location:
+                                current = parse_fetchable_url(response.url.join(location))
+                                continue
+                            _check_status(response)
+                            data = await _read_capped(response, self._max_bytes)
+                            content_type = response.headers.get("content-type")
+                            return Fetched(data, str(response.url), content_type)
+        except TimeoutError as exc:
+            raise FetchTimeout(f"the download took more than {self._timeout:g} s") from exc
+        raise SourceClientError(f"more than {self._max_redirects} redirects")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 async def fetch_image(
     url: str,
     policy: AddressPolicy,
@@ -155,35 +219,14 @@ async def fetch_image(
     timeout: float,  # noqa: ASYNC109 (a total budget, enforced with asyncio.timeout inside)
     max_redirects: int,
 ) -> Fetched:
-    """Download `url` within `timeout` seconds in total and `max_bytes` of body.
-
-    Raises BlockedAddress, FetchTimeout, SourceUnreachable, SourceClientError (4xx, too many
-    redirects), SourceServerError (5xx, 429) or ImageTooLarge.
-    """
-    current = parse_fetchable_url(url)
-    client = httpx.AsyncClient(
-        transport=GuardedTransport(policy),
-        trust_env=False,  # env proxies would route around the guarded transport
-        follow_redirects=False,
-        timeout=timeout,
-        headers=_HEADERS,
+    """One download with a client of its own (see `ImageFetcher` for the errors)."""
+    fetcher = ImageFetcher(
+        policy, max_bytes=max_bytes, timeout=timeout, max_redirects=max_redirects
     )
     try:
-        async with asyncio.timeout(timeout), client:
-            with _translate_transport_errors():
-                for _hop in range(max_redirects + 1):
-                    async with client.stream("GET", current) as response:
-                        location = response.headers.get("location")
-                        if response.status_code in _REDIRECTS and location:
-                            current = parse_fetchable_url(response.url.join(location))
-                            continue
-                        _check_status(response)
-                        data = await _read_capped(response, max_bytes)
-                        content_type = response.headers.get("content-type")
-                        return Fetched(data, str(response.url), content_type)
-    except TimeoutError as exc:
-        raise FetchTimeout(f"the download took more than {timeout:g} s") from exc
-    raise SourceClientError(f"more than {max_redirects} redirects")
+        return await fetcher.fetch(url)
+    finally:
+        await fetcher.aclose()
 
 
 def _check_status(response: httpx.Response) -> None:

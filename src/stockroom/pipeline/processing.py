@@ -25,9 +25,8 @@ from stockroom.domain.errors import (
 from stockroom.domain.models import ImageJob, ImageResult
 from stockroom.domain.operations import parse_operations_json
 from stockroom.domain.ports import ImageStore, JobTransitions, ProductCache, UnitOfWorkFactory
-from stockroom.pipeline.address_policy import AddressPolicy
 from stockroom.pipeline.content_address import content_key
-from stockroom.pipeline.fetch import fetch_image
+from stockroom.pipeline.fetch import ImageFetcher
 from stockroom.pipeline.metrics import IMAGE_BYTES, IMAGE_JOB_SECONDS, IMAGE_JOBS
 from stockroom.pipeline.operations import process
 
@@ -43,7 +42,8 @@ class PipelineContext:
     transitions: JobTransitions
     store: ImageStore
     cache: ProductCache | None
-    policy: AddressPolicy
+    # One per process: keeps connections to the origins alive between jobs.
+    fetcher: ImageFetcher
     # libvips runs on these threads only (`worker_image_concurrency` of them): at most that
     # many images decoded at once in this process. A job that finds them busy waits in the
     # executor's queue, and a thread that finishes one image starts the next queued one
@@ -128,13 +128,7 @@ async def _source_bytes(job: ImageJob, ctx: PipelineContext) -> bytes:
         except Unavailable as exc:
             raise ImageStorageError(f"reading the upload failed: {exc.detail}") from exc
     assert job.source_url is not None
-    fetched = await fetch_image(
-        job.source_url,
-        ctx.policy,
-        max_bytes=ctx.settings.max_image_bytes,
-        timeout=ctx.settings.fetch_timeout_seconds,
-        max_redirects=ctx.settings.max_redirects,
-    )
+    fetched = await ctx.fetcher.fetch(job.source_url)
     return fetched.data
 
 
