@@ -1,10 +1,10 @@
-"""The `stockroom` command: serve, migrate, users."""
+"""The `stockroom` command: serve, worker, migrate, users, dlq, jobs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -23,8 +23,10 @@ from stockroom.domain.models import ImageJob, IssuedToken, User
 app = typer.Typer(help="Stockroom: product catalog with an asynchronous image pipeline.")
 users_app = typer.Typer(help="Manage users and their API tokens.")
 dlq_app = typer.Typer(help="Inspect and redrive dead-lettered image jobs.")
+jobs_app = typer.Typer(help="Image jobs that are not finished.")
 app.add_typer(users_app, name="users")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(jobs_app, name="jobs")
 console = Console(stderr=True)
 # The CLI runs with the operator's authority: the machine's shell is the admin boundary.
 _OPERATOR = User(
@@ -172,6 +174,28 @@ async def _redrive(settings: Settings, job_ids: list[str], all_: bool) -> int:
         for job_id in job_ids:
             await image_jobs.redrive(services.uow(), _OPERATOR, job_id, cache=services.cache)
         return len(job_ids)
+    finally:
+        await shutdown(services)
+
+
+@jobs_app.command("requeue")
+def jobs_requeue(
+    older_than_minutes: Annotated[
+        int, typer.Option(min=0, help="Only jobs queued or started this long ago or longer.")
+    ] = 30,
+) -> None:
+    """Queue again the jobs still queued or processing after a while, for when RabbitMQ lost
+    its messages (a purged queue, a lost disk). A job that was only slow gets a duplicate
+    message, which does nothing twice; a running API process's relay publishes them."""
+    count = asyncio.run(_requeue_unfinished(get_settings(), older_than_minutes))
+    console.print(f"requeued {count} job(s)")
+
+
+async def _requeue_unfinished(settings: Settings, older_than_minutes: int) -> int:
+    services = await bootstrap(settings)
+    try:
+        cutoff = datetime.now(UTC) - timedelta(minutes=older_than_minutes)
+        return await image_jobs.requeue_unfinished(services.uow(), older_than=cutoff)
     finally:
         await shutdown(services)
 

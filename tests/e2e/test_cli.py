@@ -47,3 +47,14 @@ def test_worker_refuses_the_embedded_broker(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "memory://" in result.stderr
+
+
+def test_jobs_requeue_reports_what_it_queued_again(tmp_path: Path) -> None:
+    assert run(tmp_path, "migrate").returncode == 0
+
+    requeued = run(tmp_path, "jobs", "requeue", "--older-than-minutes", "0")
+    negative = run(tmp_path, "jobs", "requeue", "--older-than-minutes", "-1")
+
+    assert requeued.returncode == 0, requeued.stderr
+    assert "requeued 0 job(s)" in requeued.stderr
+    assert negative.returncode == 2

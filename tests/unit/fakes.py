@@ -312,8 +312,13 @@ class FakeImageJobRepository:
             and (not standalone_only or job.kind is JobKind.STANDALONE)
         ][:limit]
 
-    async def unfinished(self) -> list[ImageJob]:
-        return [job for job in self._t.jobs.values() if not job.finished]
+    async def unfinished(self, older_than: datetime | None = None) -> list[ImageJob]:
+        return [
+            job
+            for job in self._t.jobs.values()
+            if not job.finished
+            and (older_than is None or (job.started_at or job.created_at) < older_than)
+        ]
 
     async def counts(self) -> dict[str, int]:
         jobs = list(self._t.jobs.values())

@@ -131,8 +131,11 @@ class SqlImageJobRepository:
         counts["outbox_unpublished"] = int((await self._conn.execute(backlog)).scalar_one())
         return counts
 
-    async def unfinished(self) -> list[ImageJob]:
+    async def unfinished(self, older_than: datetime | None = None) -> list[ImageJob]:
         statement = select(image_jobs).where(image_jobs.c.status.in_(_UNFINISHED))
+        if older_than is not None:
+            last_step = func.coalesce(image_jobs.c.started_at, image_jobs.c.created_at)
+            statement = statement.where(last_step < older_than)
         return [job_from(row._mapping) for row in (await self._conn.execute(statement)).all()]
 
 

@@ -169,11 +169,13 @@ async def redrive(
     return job
 
 
-async def requeue_unfinished(uow: UnitOfWork) -> int:
-    """Embedded mode keeps its queue in memory: on start, queue again what a previous run
-    accepted but did not finish (the effect is idempotent, so a duplicate is harmless)."""
+async def requeue_unfinished(uow: UnitOfWork, older_than: datetime | None = None) -> int:
+    """Queue again, through the outbox, jobs accepted but not finished (with `older_than`,
+    only those idle since before it). Embedded mode does it at start, since its queue was in
+    memory; an operator does it when RabbitMQ lost its messages (`stockroom jobs requeue`).
+    The effect is idempotent, so a job that was only slow gets a harmless duplicate."""
     async with uow:
-        jobs = await uow.image_jobs.unfinished()
+        jobs = await uow.image_jobs.unfinished(older_than)
         for job in jobs:
             await uow.outbox.add(job.id, PROCESS_IMAGE, job.queue, job.request_id)
         await uow.commit()

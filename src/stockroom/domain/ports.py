@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
@@ -180,7 +181,10 @@ class ImageJobRepository(Protocol):
         after: str | None = None,
     ) -> list[ImageJob]: ...
 
-    async def unfinished(self) -> list[ImageJob]: ...
+    async def unfinished(self, older_than: datetime | None = None) -> list[ImageJob]:
+        """Jobs queued or processing; with `older_than`, only those whose last step (the
+        start, else the creation) came before it."""
+        ...
 
     async def counts(self) -> dict[str, int]:
         """Jobs by state (queued, processing, dead_lettered) and unpublished outbox rows."""
