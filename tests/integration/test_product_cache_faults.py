@@ -52,17 +52,30 @@ async def proxy(redis_client: Redis, prefix: str) -> AsyncIterator[TcpProxy]:
     await delete_prefix(redis_client, prefix)
 
 
-@pytest.fixture
-async def cache(proxy: TcpProxy, prefix: str) -> AsyncIterator[RedisProductCache]:
-    adapter = RedisProductCache.from_url(
-        proxy.url,
+def adapter(url: str, prefix: str) -> RedisProductCache:
+    return RedisProductCache.from_url(
+        url,
         ttl_seconds=TTL_SECONDS,
         socket_timeout=SOCKET_TIMEOUT,
         breaker_cooldown=COOLDOWN,
         key_prefix=prefix,
     )
-    yield adapter
-    await adapter.close()
+
+
+@pytest.fixture
+async def cache(proxy: TcpProxy, prefix: str) -> AsyncIterator[RedisProductCache]:
+    """The instance under test, reaching Redis through the proxy the tests cut."""
+    instance = adapter(proxy.url, prefix)
+    yield instance
+    await instance.close()
+
+
+@pytest.fixture
+async def other_instance(prefix: str) -> AsyncIterator[RedisProductCache]:
+    """Another process's instance on the same keys, reaching Redis directly."""
+    instance = adapter(REDIS_URL, prefix)
+    yield instance
+    await instance.close()
 
 
 async def cache_one(cache: RedisProductCache, product_id: int, body: bytes) -> None:
@@ -139,69 +152,49 @@ async def test_caching_resumes_after_the_cooldown(
 
 
 async def test_an_entry_invalidated_during_the_outage_is_not_served_after_it(
-    cache: RedisProductCache, proxy: TcpProxy, prefix: str
+    cache: RedisProductCache, proxy: TcpProxy, other_instance: RedisProductCache
 ) -> None:
-    other_instance = RedisProductCache.from_url(
-        REDIS_URL,
-        ttl_seconds=TTL_SECONDS,
-        socket_timeout=SOCKET_TIMEOUT,
-        breaker_cooldown=COOLDOWN,
-        key_prefix=prefix,
-    )
-    try:
-        await cache_one(cache, 1, b"old row")
-        await cache_one(cache, 2, b"unrelated")
-        assert (await other_instance.read(1)).body == b"old row"
-        pending_reader = await cache.read(3)  # a read whose fill lands after the outage
+    await cache_one(cache, 1, b"old row")
+    await cache_one(cache, 2, b"unrelated")
+    assert (await other_instance.read(1)).body == b"old row"
+    pending_reader = await cache.read(3)  # a read whose fill lands after the outage
 
-        proxy.set_mode("blackhole")
-        await cache.invalidate(1)  # the write committed, but Redis never heard of it
-        assert cache.lost_invalidations == {1}
-        with structlog.testing.capture_logs() as logs:
-            proxy.set_mode("forward")
-            await asyncio.sleep(COOLDOWN * 1.5)
-            after = await cache.read(1)
-        assert after.body is None
-        assert cache.lost_invalidations == frozenset()
-        assert "cache.epoch_bumped" in [entry["event"] for entry in logs]
-        assert (await cache.read(2)).body is None  # the bump orphans every entry
-        assert (await other_instance.read(1)).body is None  # the other instance notices
-        await cache.fill(3, b"pre-outage row", pending_reader.token)
-        assert (await cache.read(3)).body is None  # its token predates the bump
+    proxy.set_mode("blackhole")
+    await cache.invalidate(1)  # the write committed, but Redis never heard of it
+    assert cache.lost_invalidations == {1}
+    with structlog.testing.capture_logs() as logs:
+        proxy.set_mode("forward")
+        await asyncio.sleep(COOLDOWN * 1.5)
+        after = await cache.read(1)
+    assert after.body is None
+    assert cache.lost_invalidations == frozenset()
+    assert "cache.epoch_bumped" in [entry["event"] for entry in logs]
+    assert (await cache.read(2)).body is None  # the bump orphans every entry
+    assert (await other_instance.read(1)).body is None  # the other instance notices
+    await cache.fill(3, b"pre-outage row", pending_reader.token)
+    assert (await cache.read(3)).body is None  # its token predates the bump
 
-        await cache.fill(1, b"new row", after.token)
-        assert (await cache.read(1)).body == b"new row"
-        assert (await other_instance.read(1)).body == b"new row"
-    finally:
-        await other_instance.close()
+    await cache.fill(1, b"new row", after.token)
+    assert (await cache.read(1)).body == b"new row"
+    assert (await other_instance.read(1)).body == b"new row"
 
 
 async def test_an_idle_instance_bumps_the_epoch_itself_once_redis_is_back(
-    cache: RedisProductCache, proxy: TcpProxy, prefix: str
+    cache: RedisProductCache, proxy: TcpProxy, other_instance: RedisProductCache
 ) -> None:
     """A worker that lost its invalidation and then has no other job must not leave the
     API serving the old body until the TTL: it repairs in the background."""
-    other_instance = RedisProductCache.from_url(
-        REDIS_URL,
-        ttl_seconds=TTL_SECONDS,
-        socket_timeout=SOCKET_TIMEOUT,
-        breaker_cooldown=COOLDOWN,
-        key_prefix=prefix,
-    )
-    try:
-        await cache_one(other_instance, 1, b"old row")
-        proxy.set_mode("blackhole")
-        await cache.invalidate(1)
-        assert cache.lost_invalidations == {1}
-        proxy.set_mode("forward")
+    await cache_one(other_instance, 1, b"old row")
+    proxy.set_mode("blackhole")
+    await cache.invalidate(1)
+    assert cache.lost_invalidations == {1}
+    proxy.set_mode("forward")
 
-        async def other_sees_it_gone() -> bool:
-            return (await other_instance.read(1)).body is None
+    async def other_sees_it_gone() -> bool:
+        return (await other_instance.read(1)).body is None
 
-        await eventually(other_sees_it_gone, timeout=COOLDOWN * 10)
-        assert cache.lost_invalidations == frozenset()
-    finally:
-        await other_instance.close()
+    await eventually(other_sees_it_gone, timeout=COOLDOWN * 10)
+    assert cache.lost_invalidations == frozenset()
 
 
 async def test_a_repair_that_finds_redis_still_down_tries_again(
@@ -220,21 +213,14 @@ async def _none_lost(cache: RedisProductCache) -> bool:
 
 
 async def test_an_instance_with_a_stale_epoch_still_invalidates_the_live_entry(
-    cache: RedisProductCache, redis_client: Redis, prefix: str
+    cache: RedisProductCache,
+    other_instance: RedisProductCache,
+    redis_client: Redis,
+    prefix: str,
 ) -> None:
-    stale_instance = RedisProductCache.from_url(
-        REDIS_URL,
-        ttl_seconds=TTL_SECONDS,
-        socket_timeout=SOCKET_TIMEOUT,
-        breaker_cooldown=COOLDOWN,
-        key_prefix=prefix,
-    )
-    try:
-        await redis_client.incr(f"{prefix}epoch")  # another instance recovered and bumped the epoch
-        await cache_one(cache, 1, b"row")
+    await redis_client.incr(f"{prefix}epoch")  # another instance recovered and bumped the epoch
+    await cache_one(cache, 1, b"row")
 
-        await stale_instance.invalidate(1)  # still believes epoch 0
+    await other_instance.invalidate(1)  # still believes epoch 0
 
-        assert (await cache.read(1)).body is None
-    finally:
-        await stale_instance.close()
+    assert (await cache.read(1)).body is None
