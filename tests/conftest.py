@@ -46,6 +46,14 @@ async def pg_services(postgres_url: str, tmp_path: Path) -> AsyncIterator[Servic
         yield services
 
 
+@pytest.fixture
+async def bare_services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
+    """The adapters without the app, on each engine: no embedded worker or relay touches
+    the rows."""
+    async with bootstrapped(database_url, tmp_path / "media") as services:
+        yield services
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     require("PostgreSQL", "127.0.0.1", 5432)

@@ -3,25 +3,14 @@ on both engines every image keeps its position and every job points at its own i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
-from tests.conftest import bootstrapped
 
 from stockroom.bootstrap import Services
 from stockroom.db.tables import image_jobs, outbox, product_images
 from stockroom.domain import products, users
 from stockroom.domain.queries import NewProduct
-
-
-@pytest.fixture
-async def bare_services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
-    """The adapters without the app: no embedded worker touches the rows."""
-    async with bootstrapped(database_url, tmp_path / "media") as services:
-        yield services
 
 
 async def test_each_job_points_at_its_own_image_in_position_order(

@@ -4,14 +4,10 @@ both engines; finished jobs and jobs that moved recently are left alone."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select, update
-from tests.conftest import bootstrapped
 
 from stockroom.bootstrap import Services
 from stockroom.db.tables import image_jobs as image_jobs_table
@@ -19,13 +15,6 @@ from stockroom.db.tables import outbox
 from stockroom.domain import image_jobs, products, users
 from stockroom.domain.models import ImageResult
 from stockroom.domain.queries import NewProduct
-
-
-@pytest.fixture
-async def bare_services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
-    """The adapters without the app: no embedded worker or relay touches the rows."""
-    async with bootstrapped(database_url, tmp_path / "media") as services:
-        yield services
 
 
 async def test_unfinished_jobs_idle_since_the_cutoff_are_queued_again(
