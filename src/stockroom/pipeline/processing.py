@@ -50,6 +50,11 @@ class PipelineContext:
     # itself, without a round trip through the event loop.
     image_executor: ThreadPoolExecutor
 
+    async def aclose(self) -> None:
+        """Release what this context holds alone: the libvips threads and the connections."""
+        self.image_executor.shutdown(wait=False, cancel_futures=True)
+        await self.fetcher.aclose()
+
 
 async def run_image_job(job_id: str, ctx: PipelineContext, *, last_attempt: bool) -> None:
     """Process one delivery of a job. Raises on failure so the broker retries or

@@ -64,8 +64,7 @@ class WorkerRuntime:
 
     async def close(self) -> None:
         if self._context is not None:
-            self._context.image_executor.shutdown(wait=False, cancel_futures=True)
-            await self._context.fetcher.aclose()
+            await self._context.aclose()
         if self._services is not None:
             await shutdown(self._services, close_shared=self._cache is None)
             self._services = self._context = None
