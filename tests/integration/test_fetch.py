@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 
@@ -329,3 +331,64 @@ async def test_a_kept_connection_never_carries_a_request_for_another_host(
             await fetcher.fetch(server.url("image.jpg"))  # 127.0.0.1, refused by this policy
     finally:
         await fetcher.aclose()
+
+
+async def test_a_body_compressed_against_our_wish_is_decoded(server: ImageServer) -> None:
+    assert (await fetch(server.url("gzip/image.jpg"))).data == JPEG
+
+
+async def test_a_stacked_gzip_bomb_is_too_large(server: ImageServer) -> None:
+    with pytest.raises(ImageTooLarge):
+        await fetch(server.url("bomb/64"), max_bytes=1_000_000)
+
+
+_BOMB_PROBE = """
+import asyncio, sys
+from stockroom.domain.errors import ImageTooLarge
+from stockroom.pipeline.fetch import AddressPolicy, fetch_image
+
+def peak_kib() -> int:  # this process image's own high-water mark (ru_maxrss survives exec)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+async def main() -> None:
+    try:
+        await fetch_image(sys.argv[1], AddressPolicy(allow_private=True),
+                          max_bytes=10_000_000, timeout=30, max_redirects=0)
+    except ImageTooLarge:
+        print("too_large")
+
+before = peak_kib()
+asyncio.run(main())
+print((peak_kib() - before) // 1024)
+"""
+
+
+def test_a_bomb_never_holds_more_than_the_cap_in_memory(server: ImageServer) -> None:
+    """256 MiB of zeros behind `Content-Encoding: gzip, gzip` (a few KB on the wire): the
+    process's peak memory grows by about the 10 MB cap, not by what the bomb decodes to."""
+    url = server.url("bomb/256")
+    httpx.get(url, headers={"Accept-Encoding": "identity"})  # the server builds it once first
+
+    probe = subprocess.run(
+        [sys.executable, "-c", _BOMB_PROBE, url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    outcome, grown_mib = probe.stdout.split()
+    assert outcome == "too_large"
+    assert int(grown_mib) < 64, f"peak RSS grew by {grown_mib} MiB"
+
+
+async def test_no_cookie_travels_from_one_download_to_the_next(server: ImageServer) -> None:
+    fetcher = ImageFetcher(LOCAL, max_bytes=1_000_000, timeout=5.0, max_redirects=3)
+    try:
+        await fetcher.fetch(server.url("set-cookie?value=user-a"))
+        echoed = await fetcher.fetch(server.url("cookie"))
+    finally:
+        await fetcher.aclose()
+
+    assert echoed.data == b""

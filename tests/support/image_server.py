@@ -5,18 +5,23 @@ Routes: `/image.jpg`, `/image.png`, `/status/<code>`, `/slow/<seconds>` (late he
 `/unsized/<bytes>` (no length: only counting can stop it), `/reset` (TCP RST),
 `/redirect?to=<url>`, `/chain/<n>` (n redirects, then the JPEG), `/host` (echoes Host),
 `/peer` (the client's port: which connection asked),
-`/text.txt` (text served as image/jpeg), `/photo/<n>.jpg` (a distinct photo per n).
+`/text.txt` (text served as image/jpeg), `/photo/<n>.jpg` (a distinct photo per n),
+`/gzip/image.jpg` (the JPEG sent gzip-encoded though identity was asked for),
+`/bomb/<MiB>` (zeros, gzip inside gzip: `Content-Encoding: gzip, gzip`),
+`/set-cookie` (sets `session=<query value>`), `/cookie` (echoes the Cookie header).
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import socket
 import ssl
 import struct
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +40,15 @@ def numbered_photo(n: int) -> bytes:
 
 
 PNG = photo_bytes(64, 48, "png", alpha=True)
+
+
+@functools.lru_cache(maxsize=4)
+def gzip_bomb(mebibytes: int) -> bytes:
+    """`mebibytes` MiB of zeros, gzip-compressed twice: a few KB on the wire."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    zeros = bytes(1024 * 1024)
+    once = b"".join(inner.compress(zeros) for _ in range(mebibytes)) + inner.flush()
+    return gzip.compress(once, 9)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -77,14 +91,35 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, numbered_photo(int(arg.split(".")[0])), "image/jpeg")
         elif route == "host":
             self._send(200, (self.headers.get("Host") or "").encode(), "text/plain")
+        elif route == "gzip":
+            self._send(200, gzip.compress(JPEG), "image/jpeg", encoding="gzip")
+        elif route == "bomb":
+            self._send(200, gzip_bomb(int(arg)), "image/jpeg", encoding="gzip, gzip")
+        elif route == "set-cookie":
+            value = parse_qs(url.query).get("value", ["a"])[0]
+            self._send(200, JPEG, "image/jpeg", cookie=f"session={value}; Path=/")
+        elif route == "cookie":
+            self._send(200, (self.headers.get("Cookie") or "").encode(), "text/plain")
         elif route == "peer":
             self._send(200, str(self.client_address[1]).encode(), "text/plain")
         else:
             self._send(404, b"not found", "text/plain")
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        *,
+        encoding: str | None = None,
+        cookie: str | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
+        if cookie:
+            self.send_header("Set-Cookie", cookie)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

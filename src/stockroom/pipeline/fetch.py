@@ -14,6 +14,7 @@ import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpcore
 import httpx
@@ -28,6 +29,7 @@ from stockroom.domain.errors import (
 )
 from stockroom.pipeline.address_policy import AddressPolicy, check_url, parse_fetchable_url
 from stockroom.pipeline.asyncio_network import AsyncioBackend
+from stockroom.pipeline.capped_body import read_capped
 
 __all__ = [
     "AddressPolicy",
@@ -41,7 +43,7 @@ __all__ = [
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _HEADERS = {
     "Accept": "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8",
-    # Identity only: the size cap then counts the bytes on the wire (no gzip bombs).
+    # Identity asked for; a server that compresses anyway is decoded under the same cap.
     "Accept-Encoding": "identity",
     "User-Agent": "Stockroom-ImageFetcher/1.0",
 }
@@ -180,6 +182,9 @@ class ImageFetcher:
             follow_redirects=False,
             timeout=timeout,
             headers=_HEADERS,
+            # One client serves every user's downloads: a cookie one origin set for one
+            # user must never travel with another's request. This jar accepts none.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
 
     async def fetch(self, url: str) -> Fetched:
@@ -200,7 +205,7 @@ class ImageFetcher:
                                 current = parse_fetchable_url(response.url.join(location))
                                 continue
                             _check_status(response)
-                            data = await _read_capped(response, self._max_bytes)
+                            data = await _read_body(response, self._max_bytes)
                             content_type = response.headers.get("content-type")
                             return Fetched(data, str(response.url), content_type)
         except TimeoutError as exc:
@@ -237,18 +242,13 @@ def _check_status(response: httpx.Response) -> None:
         raise SourceClientError(f"the source answered HTTP {status}")
 
 
-async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+async def _read_body(response: httpx.Response, max_bytes: int) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise ImageTooLarge(f"the source declares {int(declared):,} bytes; limit {max_bytes:,}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ImageTooLarge(f"the download exceeded {max_bytes:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)  # one copy of the body, not a growing buffer's several
+    # Raw bytes: httpx would decode a Content-Encoding before the cap could count them.
+    encoding = response.headers.get("content-encoding")
+    return await read_capped(response.aiter_raw(), encoding, max_bytes)
 
 
 @contextmanager
