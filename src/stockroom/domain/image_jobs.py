@@ -100,9 +100,12 @@ async def fail_job(
     final: bool,
     cache: ProductCache | None,
 ) -> None:
-    """Record an attempt's failure; a final one fails the job and dead-letters it."""
+    """Record an attempt's failure; a final one fails the job and dead-letters it.
+
+    Users read the code and its fixed title, never the detail: "x resolves to 10.0.3.7"
+    would map the worker network's DNS for them. The caller logs the detail."""
     async with uow:
-        fields: dict[str, object] = {"error": error.detail, "error_code": error.code}
+        fields: dict[str, object] = {"error": error.title, "error_code": error.code}
         if final:
             fields |= {"status": JobStatus.FAILED.value, "dead_lettered_at": datetime.now(UTC)}
             if not await uow.image_jobs.finish(job.id, fields):
@@ -112,7 +115,7 @@ async def fail_job(
         if job.product_image_id is not None:
             product_id = (
                 await uow.products.record_image_failure(
-                    job.product_image_id, error.detail, error.code
+                    job.product_image_id, error.title, error.code
                 )
                 if final
                 else await uow.products.set_image_status(job.product_image_id, ImageStatus.PENDING)
