@@ -26,7 +26,7 @@ from stockroom.domain.models import Product, ProductImage, User
 from stockroom.domain.ports import ImageStore, ProductCache, UnitOfWork
 from stockroom.domain.queries import Cursor, IdempotencyRecord, NewProduct, ProductQuery
 from stockroom.domain.queries import ProductSort as ProductSort
-from stockroom.domain.rules import price_problem
+from stockroom.domain.rules import price_problem, text_problem
 
 log = structlog.get_logger("stockroom.products")
 CREATE_SCOPE = "products.create"
@@ -320,10 +320,11 @@ def parse_sort_value(sort: ProductSort, value: str) -> object:
         elif sort in (ProductSort.NEWEST, ProductSort.OLDEST):
             moment = datetime.fromisoformat(value)
             if moment.tzinfo is not None:
-                return moment
-        else:
+                # In UTC here: 0001-01-01T00:00+14:00 has no UTC form (OverflowError).
+                return moment.astimezone(UTC)
+        elif text_problem(value) is None:
             return value
-    except (ArithmeticError, ValueError):
+    except (ArithmeticError, ValueError):  # OverflowError is an ArithmeticError
         pass
     raise InvalidInput("invalid cursor", [FieldError("cursor", "is not a cursor from this list")])
 
