@@ -66,7 +66,9 @@ def _strip_jpeg(data: bytes) -> bytes | None:
         if marker == 0xDA:  # start of scan: copy entropy-coded data up to the next marker
             start = pos
             while True:
-                pos = data.index(b"\xff", pos)
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= len(data):
+                    return None  # the scan runs to the end: truncated, no end of image
                 if data[pos + 1] == 0x00 or 0xD0 <= data[pos + 1] <= 0xD7:
                     pos += 2
                     continue

@@ -2,7 +2,9 @@
 
 Content is sniffed from the bytes, never from headers or names, and the pixel count is read
 from the header before any pixel is decoded. Resizes shrink on load (`thumbnail_buffer`), so a
-50 MP JPEG is never decoded at full size when the result is small.
+50 MP JPEG is never decoded at full size when the result is small. Importing this module blocks
+every libvips loader but the allowed formats' (see `block_other_loaders`). Only page 0 of a
+multi-page GIF, TIFF or HEIF is ever loaded: nothing here passes `n` or `page`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ _LOADERS = {
     "VipsForeignLoadTiffBuffer": "tiff",
     "VipsForeignLoadHeifBuffer": "heif",
 }
+_LOADER_ROOT = "VipsForeignLoad"
 _FAIL_ON = "error"  # corrupt or truncated data fails the job instead of yielding grey blocks
 _MEDIA = {
     "jpeg": ("image/jpeg", "jpg"),
@@ -64,6 +67,22 @@ class _Source:
     height: int
     orientation: int
     has_icc: bool
+
+
+def block_other_loaders() -> None:
+    """Block libvips' untrusted loaders (SVG, CSV, raw, vips; magick, PDF and the rest where
+    the build has them) and every other loader outside `_LOADERS` (matrix, UltraHDR...), in
+    file, buffer and source form. Process-wide and idempotent; runs at import, before any bytes."""
+    if not pyvips.at_least_libvips(8, 13):
+        raise RuntimeError("libvips 8.13 or later is needed to block untrusted loaders")
+    pyvips.operation_block_set(_LOADER_ROOT, True)
+    for name in {loader.removesuffix("Buffer") for loader in _LOADERS}:
+        if pyvips.type_from_name(name) != 0:  # libvips has either the nsgif or the giflib one
+            pyvips.operation_block_set(name, False)
+    pyvips.block_untrusted_set(True)  # last, so an untrusted allowed-family loader stays blocked
+
+
+block_other_loaders()
 
 
 def process(
