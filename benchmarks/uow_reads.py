@@ -30,6 +30,7 @@ async def main() -> None:
     c = await products.create_product(
         s.uow(), u, NewProduct(product_name="x", product_price=Decimal(1))
     )
+    assert c.product is not None
     pid = c.product.id
     for label, factory in [("rw", s.uow), ("ro", s.read_uow)] * 2:
         t0 = time.perf_counter()

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     job_min_backoff_ms: int = Field(1_000, ge=1)
     job_max_backoff_ms: int = Field(300_000, ge=1)
 
+    # How long a create's first response is kept for replay under its Idempotency-Key.
+    idempotency_ttl_hours: int = Field(24, ge=1, le=24 * 30)
+
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     webhook_secret: str | None = None

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from tests.conftest import bootstrapped
+from tests.support.products import new_product
 from tests.support.services import free_port
 
 from stockroom.bootstrap import Services
 from stockroom.db.job_transitions import AsyncpgJobTransitions
 from stockroom.db.tables import image_jobs, product_images, products
-from stockroom.domain import products as product_service
 from stockroom.domain import users
 from stockroom.domain.errors import DatabaseUnavailable
 from stockroom.domain.image_jobs import IMAGES_QUEUE, new_job_id
@@ -48,7 +48,7 @@ async def scene(services: Services, name: str) -> Scene:
         product_price=Decimal("9.99"),
         product_images=tuple(f"https://img.example.com/{n}.jpg" for n in range(3)),
     )
-    product = (await product_service.create_product(services.uow(), user, draft)).product
+    product = await new_product(services.uow(), user, draft)
     standalone = ImageJob(
         id=new_job_id(),
         user_id=user.id,

@@ -11,12 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.conftest import Account, bootstrapped
+from tests.support.products import new_product
 from tests.support.services import free_port
 
 from stockroom.bootstrap import Services
 from stockroom.db.asyncpg_pool import asyncpg_dsn
 from stockroom.db.lookups import AsyncpgLookups
-from stockroom.domain import products, users
+from stockroom.domain import users
 from stockroom.domain.errors import DatabaseUnavailable
 from stockroom.domain.lookups import UnitOfWorkLookups
 from stockroom.domain.models import ImageResult, ImageStatus, Product, User
@@ -48,9 +49,9 @@ async def catalogue(services: Services) -> tuple[User, str, Product, Product]:
         product_images=urls,
         sku="LAMP-1",
     )
-    with_images = (await products.create_product(services.uow(), user, draft)).product
+    with_images = await new_product(services.uow(), user, draft)
     bare_draft = NewProduct(product_name="Bare", product_price=Decimal("0.10"))
-    bare = (await products.create_product(services.uow(), user, bare_draft)).product
+    bare = await new_product(services.uow(), user, bare_draft)
     _queued, processing, ready, failed, tied = (image.id for image in with_images.images)
     async with services.uow() as uow:
         await uow.products.set_image_status(processing, ImageStatus.PROCESSING)

@@ -13,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 from tests.conftest import Account, make_account
 from tests.support.image_server import ImageServer, serve_images
+from tests.support.products import new_product
 from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
 from tests.support.services import REDIS_URL
 from tests.support.settings import make_settings
@@ -21,7 +22,7 @@ from tests.support.waiting import eventually, settled_product
 from stockroom.app import create_app
 from stockroom.bootstrap import Services, bootstrap, shutdown
 from stockroom.config import Settings
-from stockroom.domain import products, users
+from stockroom.domain import users
 from stockroom.domain.queries import NewProduct
 
 
@@ -245,7 +246,7 @@ async def test_jobs_a_previous_run_left_unfinished_are_processed_at_start(
     try:
         alice = await make_account(services, "restart@example.com")
         user = await users.authenticate(services.lookups, alice.token)
-        created = await products.create_product(
+        created = await new_product(
             services.uow(),
             user,
             NewProduct(
@@ -264,7 +265,7 @@ async def test_jobs_a_previous_run_left_unfinished_are_processed_at_start(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            product = await settled_product(http, created.product.id, alice.headers)
+            product = await settled_product(http, created.id, alice.headers)
 
     assert product["images"][0]["status"] == "ready"
 

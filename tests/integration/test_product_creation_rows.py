@@ -6,10 +6,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 from sqlalchemy import select
+from tests.support.products import new_product
 
 from stockroom.bootstrap import Services
 from stockroom.db.tables import image_jobs, outbox, product_images
-from stockroom.domain import products, users
+from stockroom.domain import users
 from stockroom.domain.queries import NewProduct
 
 
@@ -21,7 +22,7 @@ async def test_each_job_points_at_its_own_image_in_position_order(
     urls = tuple(f"https://img.example.com/{name}.jpg" for name in "kdqahxbmzcjw")
     draft = NewProduct(product_name="Rows", product_price=Decimal("1"), product_images=urls)
 
-    product = (await products.create_product(bare_services.uow(), user, draft)).product
+    product = await new_product(bare_services.uow(), user, draft)
 
     assert [image.source_url for image in product.images] == list(urls)
     async with bare_services.engine.connect() as conn:

@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select, update
+from tests.support.products import new_product
 
 from stockroom.bootstrap import Services
 from stockroom.db.tables import image_jobs as image_jobs_table
 from stockroom.db.tables import outbox
-from stockroom.domain import image_jobs, products, users
+from stockroom.domain import image_jobs, users
 from stockroom.domain.models import ImageResult
 from stockroom.domain.queries import NewProduct
 
@@ -26,7 +27,7 @@ async def test_unfinished_jobs_idle_since_the_cutoff_are_queued_again(
     )
     urls = tuple(f"https://img.example.com/{n}.jpg" for n in range(3))
     draft = NewProduct(product_name="Lost", product_price=Decimal("1"), product_images=urls)
-    product = (await products.create_product(services.uow(), user, draft)).product
+    product = await new_product(services.uow(), user, draft)
     async with services.engine.begin() as conn:  # published, then lost by the broker
         rows = await conn.execute(
             select(image_jobs_table.c.id).where(image_jobs_table.c.product_id == product.id)

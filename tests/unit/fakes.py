@@ -250,6 +250,19 @@ class FakeIdempotencyRepository:
             raise IdempotentRequestInFlight()
         self._t.idempotency[ident] = record
 
+    async def delete(self, user_id: int, scope: str, key: str) -> None:
+        self._t.idempotency.pop((user_id, scope, key), None)
+
+    async def purge_expired(self, now: datetime, limit: int) -> int:
+        expired = sorted(
+            (record.expires_at, ident)
+            for ident, record in self._t.idempotency.items()
+            if record.expires_at < now
+        )[:limit]
+        for _, ident in expired:
+            del self._t.idempotency[ident]
+        return len(expired)
+
 
 class FakeImageJobRepository:
     def __init__(self, db: FakeDatabase, tables: Tables) -> None:

@@ -37,7 +37,9 @@ async def read(db: FakeDatabase, actor: User, product_id: int) -> bytes:
 
 async def lamp(db: FakeDatabase, owner: User) -> Product:
     draft = NewProduct(product_name="Lamp", product_price=Decimal("5"), product_images=("u",))
-    return (await products.create_product(db.uow(), owner, draft)).product
+    product = (await products.create_product(db.uow(), owner, draft)).product
+    assert product is not None
+    return product
 
 
 async def test_the_owner_and_an_admin_read_the_product(db: FakeDatabase) -> None:

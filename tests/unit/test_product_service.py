@@ -4,7 +4,7 @@ listing. HTTP-level behaviour lives in tests/integration/test_products_api.py.""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -19,8 +19,9 @@ from stockroom.domain.errors import (
     SkuTaken,
     UnknownUser,
 )
+from stockroom.domain.idempotency import IdempotencyKey
 from stockroom.domain.models import ImageStatus, Product, User
-from stockroom.domain.products import IdempotencyKey, fingerprint, owner_for
+from stockroom.domain.products import fingerprint, owner_for
 from stockroom.domain.queries import NewProduct, ProductQuery, ProductSort
 from stockroom.domain.rules import parse_price
 from tests.unit.fakes import FakeDatabase, RecordingCache
@@ -64,7 +65,9 @@ async def admin(db: FakeDatabase) -> User:
 
 
 async def create(db: FakeDatabase, actor: User, draft: NewProduct = LAMP) -> Product:
-    return (await products.create_product(db.uow(), actor, draft)).product
+    product = (await products.create_product(db.uow(), actor, draft)).product
+    assert product is not None
+    return product
 
 
 def key(draft: NewProduct, value: str = "k-1") -> IdempotencyKey:
@@ -98,6 +101,7 @@ async def test_create_belongs_to_the_caller_with_pending_images_in_order(
 
     product = created.product
     assert not created.replayed
+    assert product is not None
     assert product.user_id == alice.id
     assert product.product_images == [A, B]
     assert [(i.position, i.status) for i in product.images] == [
@@ -197,9 +201,52 @@ async def test_same_key_and_body_replays_the_first_product_and_creates_nothing(
     again = await products.create_product(db.uow(), alice, LAMP, key(LAMP))
 
     assert again.replayed
-    assert again.product == first.product
+    assert again.product is None
+    assert again.response == first.response
+    assert first.product is not None
     assert list(db.tables.products) == [first.product.id]
     assert len(queued(db)) == 2
+
+
+async def test_a_replay_answers_the_first_response_not_the_product_as_it_is_now(
+    db: FakeDatabase, alice: User, bob: User, admin: User
+) -> None:
+    """After the product moved to another user and changed, the replay still says what
+    the first answer said, and nothing of what the product became."""
+    render = _render_description
+    first = await products.create_product(db.uow(), alice, LAMP, key(LAMP), render=render)
+    assert first.product is not None
+    await products.update_product(db.uow(), admin, first.product.id, {"user_id": bob.id})
+    await products.update_product(db.uow(), bob, first.product.id, {"product_description": "B"})
+
+    again = await products.create_product(db.uow(), alice, LAMP, key(LAMP), render=render)
+
+    assert again.replayed
+    assert again.response.body == b"A lamp"
+
+
+def _render_description(product: Product) -> bytes:
+    return (product.product_description or "").encode()
+
+
+async def test_an_expired_key_creates_anew(db: FakeDatabase, alice: User) -> None:
+    short = replace(key(LAMP), ttl=timedelta(seconds=-1))
+    first = await products.create_product(db.uow(), alice, LAMP, short)
+    again = await products.create_product(db.uow(), alice, replace(LAMP, sku="L-2"), short)
+
+    assert not again.replayed
+    assert again.product is not None
+    assert first.product is not None
+    assert again.product.id != first.product.id
+
+
+async def test_a_replay_with_another_token_of_the_caller_is_a_conflict(
+    db: FakeDatabase, alice: User
+) -> None:
+    await products.create_product(db.uow(), alice, LAMP, replace(key(LAMP), seal="token-1"))
+
+    with pytest.raises(IdempotencyKeyReused):
+        await products.create_product(db.uow(), alice, LAMP, replace(key(LAMP), seal="token-2"))
 
 
 async def test_same_key_with_a_different_body_is_idempotency_key_reused(
@@ -219,6 +266,8 @@ async def test_idempotency_keys_are_per_caller(db: FakeDatabase, alice: User, bo
     theirs = await products.create_product(db.uow(), bob, LAMP, key(LAMP))
 
     assert not theirs.replayed
+    assert theirs.product is not None
+    assert first.product is not None
     assert theirs.product.id != first.product.id
     assert theirs.product.user_id == bob.id
 

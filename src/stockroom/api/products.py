@@ -19,6 +19,7 @@ from stockroom.api.deps import (
     get_services,
 )
 from stockroom.api.fields import Text
+from stockroom.api.idempotency import IdempotencyDep, answer
 from stockroom.api.schemas import (
     ProductCreate,
     ProductPage,
@@ -38,9 +39,6 @@ MAX_PRODUCT_ID = 2**63 - 1
 MAX_IF_NONE_MATCH = 1024
 T = TypeVar("T")
 ProductId = Annotated[int, Path(ge=1, le=MAX_PRODUCT_ID)]
-IdempotencyKeyHeader = Annotated[
-    Text | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
-]
 PriceFilter = Annotated[
     Decimal | None,
     Query(ge=0, le=Decimal("99999999.99")),
@@ -106,7 +104,7 @@ async def create_product(
     user: CurrentUser,
     uow: UowDep,
     request_id: RequestId,
-    idempotency_key: IdempotencyKeyHeader = None,
+    idempotency: IdempotencyDep,
 ) -> Response:
     draft = NewProduct(
         product_name=body.product_name,
@@ -116,16 +114,9 @@ async def create_product(
         sku=body.sku,
         user_id=body.user_id,
     )
-    key = (
-        products.IdempotencyKey(idempotency_key, products.fingerprint(draft))
-        if idempotency_key
-        else None
-    )
-    created = await products.create_product(uow, user, draft, key, request_id)
-    headers = {"Location": f"/products/{created.product.id}"}
-    if created.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return Response(product_json(created.product), 201, headers=headers, media_type=JSON)
+    key = idempotency.for_body(products.fingerprint(draft))
+    created = await products.create_product(uow, user, draft, key, request_id, product_json)
+    return answer(created.response, replayed=created.replayed)
 
 
 @router.get(

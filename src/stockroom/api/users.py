@@ -11,7 +11,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, StringCo
 
 from stockroom.api.deps import CurrentUser, ServicesDep, UowDep
 from stockroom.api.fields import Text
+from stockroom.api.idempotency import IdempotencyDep, answer
 from stockroom.domain import users
+from stockroom.domain.idempotency import fingerprint_of
+from stockroom.domain.models import IssuedToken, User
 
 router = APIRouter(tags=["users"])
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -65,18 +68,33 @@ class TokenPublic(BaseModel):
 
 
 @router.post("/users", status_code=201, response_model=UserWithToken, responses={403: {}, 409: {}})
-async def create_user(body: UserCreate, caller: CurrentUser, uow: UowDep) -> UserWithToken:
-    users.require_admin(caller)
-    user, issued = await users.create_user(
-        uow, email=body.email, name=body.name, is_admin=body.is_admin
+async def create_user(
+    body: UserCreate, caller: CurrentUser, uow: UowDep, idempotency: IdempotencyDep
+) -> Response:
+    outcome = await users.create_user_once(
+        uow,
+        caller,
+        email=body.email,
+        name=body.name,
+        is_admin=body.is_admin,
+        idempotency=idempotency.for_body(fingerprint_of(body.model_dump())),
+        render=_user_with_token,
     )
-    return UserWithToken(
-        id=user.id,
-        email=user.email,
-        name=user.name,
-        is_admin=user.is_admin,
-        created_at=user.created_at,
-        token=issued.secret,
+    return answer(outcome.response, replayed=outcome.replayed)
+
+
+def _user_with_token(user: User, issued: IssuedToken) -> bytes:
+    return (
+        UserWithToken(
+            id=user.id,
+            email=user.email,
+            name=user.name,
+            is_admin=user.is_admin,
+            created_at=user.created_at,
+            token=issued.secret,
+        )
+        .model_dump_json()
+        .encode()
     )
 
 
@@ -91,17 +109,29 @@ async def me(caller: CurrentUser) -> UserPublic:
     )
 
 
-@router.post("/me/tokens", status_code=201, response_model=TokenPublic)
+@router.post("/me/tokens", status_code=201, response_model=TokenPublic, responses={409: {}})
 async def create_token(
-    caller: CurrentUser, uow: UowDep, body: TokenCreate | None = None
-) -> TokenPublic:
-    issued = await users.create_token(uow, caller, name=body.name if body else None)
-    return TokenPublic(
+    caller: CurrentUser, uow: UowDep, idempotency: IdempotencyDep, body: TokenCreate | None = None
+) -> Response:
+    name = body.name if body else None
+    outcome = await users.create_token_once(
+        uow,
+        caller,
+        name=name,
+        idempotency=idempotency.for_body(fingerprint_of({"name": name})),
+        render=_token,
+    )
+    return answer(outcome.response, replayed=outcome.replayed)
+
+
+def _token(issued: IssuedToken) -> bytes:
+    public = TokenPublic(
         id=issued.token.id,
         name=issued.token.name,
         token=issued.secret,
         created_at=issued.token.created_at,
     )
+    return public.model_dump_json().encode()
 
 
 @router.delete("/me/tokens/{token_id}", status_code=204, responses={404: {}})

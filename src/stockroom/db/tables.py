@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -106,9 +107,14 @@ idempotency_keys = Table(
     Column("key", String(255), nullable=False),
     Column("scope", String(64), nullable=False),
     Column("fingerprint", String(64), nullable=False),
-    Column("resource_id", String(64), nullable=False),
+    # The first response, sealed with the caller's token (domain/idempotency.py).
+    Column("status_code", Integer, nullable=False),
+    Column("sealed_body", LargeBinary, nullable=False),
+    Column("location", String(2048)),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
     UniqueConstraint("user_id", "scope", "key", name="uq_idempotency_keys_user_scope_key"),
+    Index("ix_idempotency_keys_expires_at", "expires_at"),
     sqlite_autoincrement=True,
 )
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import and_, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement
 
 from stockroom.db.tables import api_tokens, idempotency_keys, users
 from stockroom.domain.errors import EmailTaken, IdempotentRequestInFlight
@@ -83,11 +84,7 @@ class SqlIdempotencyRepository:
         self._conn = connection
 
     async def get(self, user_id: int, scope: str, key: str) -> IdempotencyRecord | None:
-        statement = select(idempotency_keys).where(
-            idempotency_keys.c.user_id == user_id,
-            idempotency_keys.c.scope == scope,
-            idempotency_keys.c.key == key,
-        )
+        statement = select(idempotency_keys).where(_one_key(user_id, scope, key))
         row = (await self._conn.execute(statement)).first()
         if row is None:
             return None
@@ -96,8 +93,11 @@ class SqlIdempotencyRepository:
             scope=row.scope,
             key=row.key,
             fingerprint=row.fingerprint,
-            resource_id=row.resource_id,
+            status_code=row.status_code,
+            sealed_body=bytes(row.sealed_body),
+            location=row.location,
             created_at=row.created_at,
+            expires_at=row.expires_at,
         )
 
     async def add(self, record: IdempotencyRecord) -> None:
@@ -106,13 +106,37 @@ class SqlIdempotencyRepository:
             scope=record.scope,
             key=record.key,
             fingerprint=record.fingerprint,
-            resource_id=record.resource_id,
+            status_code=record.status_code,
+            sealed_body=record.sealed_body,
+            location=record.location,
             created_at=record.created_at,
+            expires_at=record.expires_at,
         )
         try:
             await self._conn.execute(statement)
         except IntegrityError as exc:
             raise IdempotentRequestInFlight() from exc
+
+    async def delete(self, user_id: int, scope: str, key: str) -> None:
+        await self._conn.execute(delete(idempotency_keys).where(_one_key(user_id, scope, key)))
+
+    async def purge_expired(self, now: datetime, limit: int) -> int:
+        expired = (
+            select(idempotency_keys.c.id)
+            .where(idempotency_keys.c.expires_at < now)
+            .order_by(idempotency_keys.c.expires_at)
+            .limit(limit)
+        )
+        statement = delete(idempotency_keys).where(idempotency_keys.c.id.in_(expired))
+        return (await self._conn.execute(statement)).rowcount
+
+
+def _one_key(user_id: int, scope: str, key: str) -> ColumnElement[bool]:
+    return and_(
+        idempotency_keys.c.user_id == user_id,
+        idempotency_keys.c.scope == scope,
+        idempotency_keys.c.key == key,
+    )
 
 
 def user_from(values: Any) -> User:

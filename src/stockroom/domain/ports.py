@@ -147,7 +147,17 @@ class ProductRepository(Protocol):
 class IdempotencyRepository(Protocol):
     async def get(self, user_id: int, scope: str, key: str) -> IdempotencyRecord | None: ...
 
-    async def add(self, record: IdempotencyRecord) -> None: ...
+    async def add(self, record: IdempotencyRecord) -> None:
+        """Raises:
+        IdempotentRequestInFlight: a concurrent request holds the same key.
+        """
+        ...
+
+    async def delete(self, user_id: int, scope: str, key: str) -> None: ...
+
+    async def purge_expired(self, now: datetime, limit: int) -> int:
+        """Delete up to `limit` records that expired before `now`; returns how many."""
+        ...
 
 
 class ImageJobRepository(Protocol):

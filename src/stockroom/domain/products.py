@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -13,18 +12,17 @@ import structlog
 
 from stockroom.domain.errors import (
     FieldError,
-    IdempotencyKeyReused,
-    IdempotentRequestInFlight,
     InvalidInput,
     NotAllowed,
     ProductNotFound,
     Unavailable,
     UnknownUser,
 )
+from stockroom.domain.idempotency import FirstResponse, IdempotencyKey, create_once, fingerprint_of
 from stockroom.domain.image_jobs import queue_product_images
 from stockroom.domain.models import Product, ProductImage, User
 from stockroom.domain.ports import ImageStore, ProductCache, UnitOfWork
-from stockroom.domain.queries import Cursor, IdempotencyRecord, NewProduct, ProductQuery
+from stockroom.domain.queries import Cursor, NewProduct, ProductQuery
 from stockroom.domain.queries import ProductSort as ProductSort
 from stockroom.domain.rules import price_problem, text_problem
 
@@ -34,16 +32,12 @@ CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True, slots=True)
-class IdempotencyKey:
-    key: str
-    fingerprint: str
-
-
-@dataclass(frozen=True, slots=True)
 class Created:
-    """A create's outcome; `replayed` when an Idempotency-Key matched an earlier request."""
+    """A create's answer: the response to send, and the product when it was made now
+    (None on a replay of an Idempotency-Key, which answers the first response again)."""
 
-    product: Product
+    response: FirstResponse
+    product: Product | None
     replayed: bool = False
 
 
@@ -55,15 +49,21 @@ class ProductPage:
 
 def fingerprint(draft: NewProduct) -> str:
     """A stable hash of what was asked, to tell a retry from a different request."""
-    payload = {
-        "n": draft.product_name,
-        "p": str(draft.product_price),
-        "d": draft.product_description,
-        "i": list(draft.product_images),
-        "s": draft.sku,
-        "u": draft.user_id,
-    }
-    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return fingerprint_of(
+        {
+            "n": draft.product_name,
+            "p": str(draft.product_price),
+            "d": draft.product_description,
+            "i": list(draft.product_images),
+            "s": draft.sku,
+            "u": draft.user_id,
+        }
+    )
+
+
+def product_reference(product: Product) -> bytes:
+    """The least a create can answer; the API passes the full representation."""
+    return orjson.dumps({"id": product.id})
 
 
 def owner_for(actor: User, user_id: int | None) -> int:
@@ -81,31 +81,14 @@ async def create_product(
     draft: NewProduct,
     idempotency: IdempotencyKey | None = None,
     request_id: str | None = None,
+    render: Callable[[Product], bytes] = product_reference,
 ) -> Created:
-    """Create a product and its pending image rows in one transaction.
-
-    A concurrent request with the same Idempotency-Key waits on the key's unique index;
-    once the first commits, one more attempt replays the first's result.
-    """
-    try:
-        return await _create_product(uow, actor, draft, idempotency, request_id)
-    except IdempotentRequestInFlight:
-        return await _create_product(uow, actor, draft, idempotency, request_id)
-
-
-async def _create_product(
-    uow: UnitOfWork,
-    actor: User,
-    draft: NewProduct,
-    idempotency: IdempotencyKey | None,
-    request_id: str | None,
-) -> Created:
+    """Create a product and its pending image rows in one transaction; with a key, the
+    response (`render` of the product) is kept with it, in the same transaction."""
     owner_id = owner_for(actor, draft.user_id)
-    async with uow:
-        if idempotency is not None:
-            prior = await uow.idempotency.get(actor.id, CREATE_SCOPE, idempotency.key)
-            if prior is not None:
-                return Created(await _replay(uow, prior, idempotency), replayed=True)
+    made: list[Product] = []
+
+    async def create(uow: UnitOfWork) -> FirstResponse:
         if owner_id != actor.id and not await uow.users.exists(owner_id):
             raise UnknownUser(errors=[FieldError("user_id", "no user with this id")])
         product_id = await uow.products.add(draft, owner_id)
@@ -117,20 +100,12 @@ async def _create_product(
             images=list(zip(image_ids, draft.product_images, strict=True)),
             request_id=request_id,
         )
-        if idempotency is not None:
-            await uow.idempotency.add(
-                IdempotencyRecord(
-                    user_id=actor.id,
-                    scope=CREATE_SCOPE,
-                    key=idempotency.key,
-                    fingerprint=idempotency.fingerprint,
-                    resource_id=str(product_id),
-                    created_at=_now(),
-                )
-            )
         product = await _get(uow, product_id)
-        await uow.commit()
-    return Created(product)
+        made.append(product)
+        return FirstResponse(201, render(product), f"/products/{product_id}")
+
+    outcome = await create_once(uow, actor.id, CREATE_SCOPE, idempotency, create)
+    return Created(outcome.response, None if outcome.replayed else made[-1], outcome.replayed)
 
 
 async def get_product(uow: UnitOfWork, actor: User, product_id: int) -> Product:
@@ -277,12 +252,6 @@ async def _replace_images(
     return list(zip(new_ids, [url for _, url in new], strict=True)), dropped
 
 
-async def _replay(uow: UnitOfWork, prior: IdempotencyRecord, key: IdempotencyKey) -> Product:
-    if prior.fingerprint != key.fingerprint:
-        raise IdempotencyKeyReused()
-    return await _get(uow, int(prior.resource_id))
-
-
 async def _get(uow: UnitOfWork, product_id: int) -> Product:
     product = await uow.products.get(product_id)
     if product is None:
@@ -304,10 +273,6 @@ def visible_to(actor: User, product: Product | None) -> Product:
 def may_see(actor: User, owner_id: int) -> bool:
     """Owners see their own products; admins see everyone's."""
     return owner_id == actor.id or actor.is_admin
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def parse_sort_value(sort: ProductSort, value: str) -> object:

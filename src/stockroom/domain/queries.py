@@ -48,9 +48,14 @@ class ProductQuery:
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
+    """A create's first response, kept under its Idempotency-Key until `expires_at`."""
+
     user_id: int
     scope: str
     key: str
     fingerprint: str
-    resource_id: str
+    status_code: int
+    sealed_body: bytes
+    location: str | None
     created_at: datetime
+    expires_at: datetime

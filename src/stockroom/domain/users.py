@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 
 import orjson
@@ -16,6 +17,7 @@ from stockroom.domain.errors import (
     TokenNotFound,
     UserNotFound,
 )
+from stockroom.domain.idempotency import FirstResponse, IdempotencyKey, Outcome, create_once
 from stockroom.domain.models import IssuedToken, User
 from stockroom.domain.ports import Lookups, ProductCache, UnitOfWork
 
@@ -35,14 +37,20 @@ async def create_user(
     uow: UnitOfWork, *, email: str, name: str | None = None, is_admin: bool = False
 ) -> tuple[User, IssuedToken]:
     """Create a user with a first token; raises EmailTaken for a known email."""
-    email = email.strip().lower()
     async with uow:
-        if await uow.users.by_email(email) is not None:
-            raise EmailTaken(f"a user with email {email!r} already exists")
-        user = await uow.users.add(email=email, name=name, is_admin=is_admin)
-        issued = await _issue_token(uow, user.id, name="initial")
+        user, issued = await _add_user(uow, email, name, is_admin)
         await uow.commit()
     return user, issued
+
+
+async def _add_user(
+    uow: UnitOfWork, email: str, name: str | None, is_admin: bool
+) -> tuple[User, IssuedToken]:
+    email = email.strip().lower()
+    if await uow.users.by_email(email) is not None:
+        raise EmailTaken(f"a user with email {email!r} already exists")
+    user = await uow.users.add(email=email, name=name, is_admin=is_admin)
+    return user, await _issue_token(uow, user.id, name="initial")
 
 
 async def authenticate(lookups: Lookups, secret: str, cache: ProductCache | None = None) -> User:
@@ -134,3 +142,43 @@ async def find_user(uow: UnitOfWork, email: str) -> User:
     if user is None:
         raise UserNotFound()
     return user
+
+
+USER_SCOPE = "users.create"
+TOKEN_SCOPE = "tokens.create"  # noqa: S105 - a scope name, not a secret
+
+
+async def create_user_once(
+    uow: UnitOfWork,
+    actor: User,
+    *,
+    email: str,
+    name: str | None,
+    is_admin: bool,
+    idempotency: IdempotencyKey | None,
+    render: Callable[[User, IssuedToken], bytes],
+) -> Outcome:
+    """`create_user` by an admin over the API, replayable under an Idempotency-Key."""
+    require_admin(actor)
+
+    async def create(uow: UnitOfWork) -> FirstResponse:
+        user, issued = await _add_user(uow, email, name, is_admin)
+        return FirstResponse(201, render(user, issued))
+
+    return await create_once(uow, actor.id, USER_SCOPE, idempotency, create)
+
+
+async def create_token_once(
+    uow: UnitOfWork,
+    user: User,
+    *,
+    name: str | None,
+    idempotency: IdempotencyKey | None,
+    render: Callable[[IssuedToken], bytes],
+) -> Outcome:
+    """`create_token` over the API, replayable under an Idempotency-Key."""
+
+    async def create(uow: UnitOfWork) -> FirstResponse:
+        return FirstResponse(201, render(await _issue_token(uow, user.id, name=name)))
+
+    return await create_once(uow, user.id, TOKEN_SCOPE, idempotency, create)
