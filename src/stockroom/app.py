@@ -31,7 +31,9 @@ def _operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.effective_log_format, settings.log_level)
+    configure_logging(
+        settings.effective_log_format, settings.log_level, [settings.webhook_secret or ""]
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -19,6 +19,7 @@ from stockroom.domain import image_jobs
 from stockroom.domain import users as user_service
 from stockroom.domain.errors import EmailTaken
 from stockroom.domain.models import ImageJob, IssuedToken, User
+from stockroom.logs import configure_logging
 
 app = typer.Typer(help="Stockroom: product catalog with an asynchronous image pipeline.")
 users_app = typer.Typer(help="Manage users and their API tokens.")
@@ -75,6 +76,12 @@ def serve(
     if demo:
         user, issued = asyncio.run(_demo_user(settings))
         _print_quickstart(host, port, issued.secret, user)
+    # uvicorn's own lines ("Started server process"...) go through our handler, in our
+    # format: log_config=None keeps uvicorn from installing its plain-text handlers, in
+    # this process and in the --workers children (whose create_app configures the same).
+    configure_logging(
+        settings.effective_log_format, settings.log_level, [settings.webhook_secret or ""]
+    )
     uvicorn.run(
         "stockroom.app:create_app",
         factory=True,
@@ -82,6 +89,7 @@ def serve(
         port=port,
         workers=workers,
         access_log=False,
+        log_config=None,
         log_level=settings.log_level.lower(),
     )
 

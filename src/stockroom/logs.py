@@ -1,30 +1,43 @@
 """structlog set-up: JSON lines in production, a readable console in development;
-every event carries the context bound for its request or job (request_id, job_id...)."""
+every event carries the context bound for its request or job (request_id, job_id...), and
+no secret (log_redaction.py), tracebacks included."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Literal
 
 import orjson
 import structlog
 
+from stockroom.log_redaction import Redactor
+
 _CHATTY_LIBRARIES = ("pyvips", "httpx", "httpcore")
 
 
-def configure_logging(fmt: Literal["json", "console"], level: str = "INFO") -> None:
+def configure_logging(
+    fmt: Literal["json", "console"], level: str = "INFO", secrets: Sequence[str] = ()
+) -> None:
+    """`secrets`: exact values to mask wherever they appear (the webhook secret)."""
+    redact = Redactor(secrets)
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Tracebacks become text here, in both formats, so that the redaction sees them;
+        # never with locals (a frame's locals held the ASGI scope, bearer token included).
+        # Plain text, not rich's boxes: those wrap and crop lines, which could cut a token
+        # out of reach of the redaction's patterns.
+        structlog.processors.format_exc_info,
+        redact,
     ]
     renderer: structlog.typing.Processor
     fast_renderer: structlog.typing.Processor
     factory: structlog.typing.WrappedLogger
     binary = getattr(sys.stderr, "buffer", None)
     if fmt == "json":
-        shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
         fast_renderer = renderer
         factory = structlog.PrintLoggerFactory(file=sys.stderr)
@@ -32,8 +45,12 @@ def configure_logging(fmt: Literal["json", "console"], level: str = "INFO") -> N
             fast_renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
             factory = structlog.BytesLoggerFactory(file=binary)
     else:
-        renderer = fast_renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = fast_renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
         factory = structlog.PrintLoggerFactory(file=sys.stderr)
+    # A last pass over the line itself, for secrets inside objects only their repr shows.
+    renderer, fast_renderer = redact.rendered(renderer), redact.rendered(fast_renderer)
     structlog.configure(
         processors=[*shared, fast_renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

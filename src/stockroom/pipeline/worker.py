@@ -128,7 +128,9 @@ def run_worker_process(
     settings: Settings, threads: int, queues: set[str] | None, index: int = 0
 ) -> None:
     """One worker process: consume the queues until SIGTERM/SIGINT."""
-    configure_logging(settings.effective_log_format, settings.log_level)
+    configure_logging(
+        settings.effective_log_format, settings.log_level, [settings.webhook_secret or ""]
+    )
     if settings.worker_metrics_port:
         # One port per process (base + index): Prometheus scrapes each worker directly.
         start_http_server(settings.worker_metrics_port + index, addr="127.0.0.1")
