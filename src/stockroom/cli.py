@@ -29,6 +29,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(jobs_app, name="jobs")
 console = Console(stderr=True)
+DEMO_EMAIL = "demo@stockroom.local"
 # The CLI runs with the operator's authority: the machine's shell is the admin boundary.
 _OPERATOR = User(
     id=0, email="operator@localhost", name="cli", is_admin=True, created_at=datetime.now(UTC)
@@ -65,6 +66,8 @@ def serve(
 ) -> None:
     """Start the API; in embedded mode (SQLite) migrate first."""
     settings = get_settings()
+    if demo:
+        _refuse_demo_outside_development(settings)
     if workers > 1 and (settings.is_embedded_broker or settings.cache_url.startswith("memory:")):
         console.print(
             "[red]--workers > 1 needs a shared broker and cache (amqp://, redis://): "
@@ -92,6 +95,19 @@ def serve(
         log_config=None,
         log_level=settings.log_level.lower(),
     )
+
+
+def _refuse_demo_outside_development(settings: Settings) -> None:
+    """The demo admin has a token printed on the console: never on real data."""
+    if settings.environment == "production" or not settings.database_url.startswith("sqlite"):
+        console.print(
+            "[red]serve --demo is for local development only: it refuses "
+            "STOCKROOM_ENVIRONMENT=production and any database but SQLite, since it prints "
+            f"an admin token on the console (here: environment={settings.environment}, "
+            f"database {settings.database_url.partition(':')[0]}).[/red]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -262,16 +278,20 @@ async def _create_user(
 
 
 async def _demo_user(settings: Settings) -> tuple[User, IssuedToken]:
-    """The demo admin of `make run`: created once, with a fresh token at every start."""
+    """The demo admin of `make run`: created once, with a fresh token at every start that
+    replaces the previous one (and the first, "initial"), so old printed tokens stop working."""
     services = await bootstrap(settings)
     try:
         try:
             return await user_service.create_user(
-                services.uow(), email="demo@stockroom.local", name="Demo", is_admin=True
+                services.uow(), email=DEMO_EMAIL, name="Demo", is_admin=True
             )
         except EmailTaken:
-            user = await user_service.find_user(services.uow(), "demo@stockroom.local")
-            return user, await user_service.create_token(services.uow(), user, name="demo")
+            user = await user_service.find_user(services.uow(), DEMO_EMAIL)
+            issued = await user_service.replace_named_tokens(
+                services.uow(), user, "demo", revoke=("initial",), cache=services.token_cache
+            )
+            return user, issued
     finally:
         await shutdown(services)
 

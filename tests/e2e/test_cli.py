@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from stockroom.bootstrap import bootstrap, shutdown
+from stockroom.cli import _demo_user
+from stockroom.config import Settings
+from stockroom.db.migrate import upgrade
+from stockroom.domain import users
+from stockroom.domain.errors import InvalidToken
+from stockroom.domain.models import User
+from tests.support.settings import make_settings
+
 STOCKROOM = Path(sys.executable).with_name("stockroom")
 
 
-def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "STOCKROOM_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
         "STOCKROOM_STORAGE_URL": f"file://{tmp_path / 'media'}",
         "STOCKROOM_LOG_LEVEL": "WARNING",
+        **(env or {}),
     }
     return subprocess.run(
         [str(STOCKROOM), *args], env=env, capture_output=True, text=True, timeout=120, check=False
@@ -58,3 +73,46 @@ def test_jobs_requeue_reports_what_it_queued_again(tmp_path: Path) -> None:
     assert requeued.returncode == 0, requeued.stderr
     assert "requeued 0 job(s)" in requeued.stderr
     assert negative.returncode == 2
+
+
+def test_serve_demo_refuses_production(tmp_path: Path) -> None:
+    result = run(tmp_path, "serve", "--demo", env={"STOCKROOM_ENVIRONMENT": "production"})
+
+    assert result.returncode == 2
+    assert "--demo" in result.stderr
+    assert "environment=production" in result.stderr
+    assert not (tmp_path / "cli.db").exists()  # refused before migrating anything
+
+
+def test_serve_demo_refuses_a_database_other_than_sqlite(tmp_path: Path) -> None:
+    url = "postgresql://stockroom:hunter2-password@127.0.0.1:1/stockroom"
+
+    result = run(tmp_path, "serve", "--demo", env={"STOCKROOM_DATABASE_URL": url})
+
+    assert result.returncode == 2  # at once: port 1 is never dialled
+    assert "database postgresql+asyncpg" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_each_demo_start_revokes_the_previous_demo_token(tmp_path: Path) -> None:
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}", tmp_path / "media")
+    upgrade(settings.database_url)
+
+    starts = [asyncio.run(_demo_user(settings)) for _ in range(3)]
+
+    [first_user, _, last_user] = [user for user, _issued in starts]
+    [initial, previous, current] = [issued for _user, issued in starts]
+    assert first_user == last_user  # the same demo admin, created once
+    assert (initial.token.name, previous.token.name) == ("initial", "demo")
+    for revoked in (initial, previous):
+        with pytest.raises(InvalidToken):
+            asyncio.run(_authenticate(settings, revoked.secret))
+    assert asyncio.run(_authenticate(settings, current.secret)) == last_user
+
+
+async def _authenticate(settings: Settings, secret: str) -> User:
+    services = await bootstrap(settings)
+    try:
+        return await users.authenticate(services.lookups, secret)
+    finally:
+        await shutdown(services)

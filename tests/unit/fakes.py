@@ -126,6 +126,16 @@ class FakeTokenRepository:
         del self._t.tokens[token_id]
         return row[1]
 
+    async def delete_named(self, user_id: int, name: str) -> list[str]:
+        named = [
+            (token.id, stored)
+            for token, stored in self._t.tokens.values()
+            if token.user_id == user_id and token.name == name
+        ]
+        for token_id, _stored in named:
+            del self._t.tokens[token_id]
+        return [stored for _token_id, stored in named]
+
 
 class FakeProductRepository:
     def __init__(self, db: FakeDatabase, tables: Tables) -> None:

@@ -16,7 +16,7 @@ from stockroom.domain.errors import (
     UserNotFound,
 )
 from stockroom.domain.models import User
-from tests.unit.fakes import FakeDatabase
+from tests.unit.fakes import FakeDatabase, RecordingCache
 
 CREATED = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -136,3 +136,40 @@ async def test_find_user_by_email_in_any_case(db: FakeDatabase) -> None:
     assert await users.find_user(db.uow(), " A@example.com") == user
     with pytest.raises(UserNotFound):
         await users.find_user(db.uow(), "b@example.com")
+
+
+async def test_replacing_named_tokens_revokes_them_and_issues_a_working_one(
+    db: FakeDatabase,
+) -> None:
+    user, initial = await users.create_user(db.uow(), email="demo@example.com")
+    demo = await users.create_token(db.uow(), user, name="demo")
+    kept = await users.create_token(db.uow(), user, name="ci")
+    other, others = await users.create_user(db.uow(), email="other@example.com")
+    cache = RecordingCache(db)
+
+    issued = await users.replace_named_tokens(
+        db.uow(), user, "demo", revoke=("initial",), cache=cache
+    )
+
+    for revoked in (initial, demo):
+        with pytest.raises(InvalidToken):
+            await users.authenticate(db.lookups(), revoked.secret)
+    assert issued.token.name == "demo"
+    assert await users.authenticate(db.lookups(), issued.secret) == user
+    assert await users.authenticate(db.lookups(), kept.secret) == user
+    assert await users.authenticate(db.lookups(), others.secret) == other
+    # Each revoked token's cache entry is dropped, after the commit.
+    assert {key for key, _product in cache.invalidated} == {
+        users.token_cache_key(users.hash_token(t.secret)) for t in (initial, demo)
+    }
+
+
+async def test_replacing_again_revokes_the_previous_replacement(db: FakeDatabase) -> None:
+    user, _initial = await users.create_user(db.uow(), email="demo@example.com")
+
+    first = await users.replace_named_tokens(db.uow(), user, "demo")
+    second = await users.replace_named_tokens(db.uow(), user, "demo")
+
+    with pytest.raises(InvalidToken):
+        await users.authenticate(db.lookups(), first.secret)
+    assert await users.authenticate(db.lookups(), second.secret) == user

@@ -78,6 +78,14 @@ class SqlTokenRepository:
         token_hash: str | None = (await self._conn.execute(statement)).scalar_one_or_none()
         return token_hash
 
+    async def delete_named(self, user_id: int, name: str) -> list[str]:
+        statement = (
+            delete(api_tokens)
+            .where(api_tokens.c.user_id == user_id, api_tokens.c.name == name)
+            .returning(api_tokens.c.token_hash)
+        )
+        return list((await self._conn.execute(statement)).scalars())
+
 
 class SqlIdempotencyRepository:
     def __init__(self, connection: AsyncConnection) -> None:

@@ -105,6 +105,10 @@ class TokenRepository(Protocol):
         """Delete the user's token; returns its hash, or None when they have no such token."""
         ...
 
+    async def delete_named(self, user_id: int, name: str) -> list[str]:
+        """Delete the user's tokens named `name`; returns their hashes."""
+        ...
+
 
 class ProductRepository(Protocol):
     async def add(self, draft: NewProduct, user_id: int) -> int: ...

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import orjson
@@ -123,6 +124,28 @@ async def revoke_token(
         if cache is not None:
             uow.after_commit(lambda: cache.invalidate(token_cache_key(token_hash)))
         await uow.commit()
+
+
+async def replace_named_tokens(
+    uow: UnitOfWork,
+    user: User,
+    name: str,
+    *,
+    revoke: Sequence[str] = (),
+    cache: ProductCache | None = None,
+) -> IssuedToken:
+    """Issue a token named `name` in place of the user's tokens named `name` (and those
+    named in `revoke`), in one transaction: the old ones stop working at once."""
+    async with uow:
+        hashes: list[str] = []
+        for old_name in (name, *revoke):
+            hashes += await uow.tokens.delete_named(user.id, old_name)
+        issued = await _issue_token(uow, user.id, name=name)
+        if cache is not None:
+            for token_hash in hashes:
+                uow.after_commit(functools.partial(cache.invalidate, token_cache_key(token_hash)))
+        await uow.commit()
+    return issued
 
 
 def require_admin(user: User) -> None:
