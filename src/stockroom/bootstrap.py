@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stockroom.adapters.broker import DramatiqTaskQueue, build_broker
 from stockroom.adapters.cache import WriteOnlyProductCache, build_product_cache
+from stockroom.adapters.rate_limit import UnlimitedRateLimiter, build_rate_limiter
 from stockroom.adapters.storage import build_image_store
 from stockroom.config import Settings
 from stockroom.db.engine import create_engine
@@ -26,6 +27,8 @@ from stockroom.domain.ports import (
     JobTransitions,
     Lookups,
     ProductCache,
+    RateLimit,
+    RateLimiter,
     UnitOfWork,
 )
 from stockroom.pipeline.address_policy import AddressPolicy
@@ -49,6 +52,10 @@ class Services:
     task_queue: DramatiqTaskQueue | None = None
     relay: OutboxRelay | None = None
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    # The contract's rate limits (None: off), counted by `rate_limiter`; see api/rate_limits.py.
+    rate_limiter: RateLimiter = field(default_factory=UnlimitedRateLimiter)
+    write_limit: RateLimit | None = None
+    auth_failure_limit: RateLimit | None = None
 
     def uow(self) -> UnitOfWork:
         wake = self.relay.wake if self.relay is not None else None
@@ -104,6 +111,7 @@ async def bootstrap(
         "cache": services.cache.ping,
         "storage": services.store.ping,
     }
+    _add_rate_limits(services)
     if with_broker:
         services.broker = build_broker_for(settings)
         services.task_queue = DramatiqTaskQueue(services.broker)
@@ -149,6 +157,24 @@ def _product_cache(settings: Settings, namespace: str) -> ProductCache:
     )
 
 
+def _add_rate_limits(services: Services) -> None:
+    """Per-minute budgets from the settings (0 turns one off), counted where the cache is."""
+    settings = services.settings
+    if settings.rate_limit_writes_per_minute > 0:
+        services.write_limit = RateLimit("writes", settings.rate_limit_writes_per_minute)
+    if settings.rate_limit_auth_failures_per_minute > 0:
+        services.auth_failure_limit = RateLimit(
+            "auth-failures", settings.rate_limit_auth_failures_per_minute
+        )
+    if services.write_limit is not None or services.auth_failure_limit is not None:
+        services.rate_limiter = build_rate_limiter(
+            settings.cache_url,
+            socket_timeout=settings.cache_socket_timeout_seconds,
+            breaker_cooldown=settings.cache_breaker_cooldown_seconds,
+            key_prefix=settings.cache_key_prefix + "rate-limit",
+        )
+
+
 def build_broker_for(settings: Settings) -> dramatiq.Broker:
     return build_broker(
         settings.broker_url,
@@ -165,6 +191,7 @@ async def shutdown(services: Services, *, close_shared: bool = True) -> None:
         await services.task_queue.close()
     if services.token_cache is not None:
         await services.token_cache.close()
+    await services.rate_limiter.close()
     if close_shared:
         await services.cache.close()
         await services.store.close()

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     job_min_backoff_ms: int = Field(1_000, ge=1)
     job_max_backoff_ms: int = Field(300_000, ge=1)
 
+    # Per minute, counted where the cache is (Redis: shared by every process); 0 turns one off.
+    rate_limit_writes_per_minute: int = Field(600, ge=0)
+    rate_limit_auth_failures_per_minute: int = Field(60, ge=0)
+
     # How long a create's first response is kept for replay under its Idempotency-Key.
     idempotency_ttl_hours: int = Field(24, ge=1, le=24 * 30)
 

@@ -4,40 +4,19 @@ balancer: a write through one is read through the other at once."""
 from __future__ import annotations
 
 import functools
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.api_processes import cli_token, is_up, serving
 from tests.support.redis_server import require_redis, unique_prefix
-from tests.support.services import REDIS_URL, free_port
+from tests.support.services import REDIS_URL
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
-STOCKROOM = Path(sys.executable).with_name("stockroom")
-
-
-@contextmanager
-def serving(env: dict[str, str], log: Path) -> Iterator[str]:
-    port = free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(STOCKROOM), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
 
 
 @pytest.fixture
@@ -60,26 +39,14 @@ def instances(postgres_url: str, tmp_path: Path) -> Iterator[tuple[str, str, dic
         yield first, second, env
 
 
-def _token(env: dict[str, str], email: str) -> str:
-    created = subprocess.run(
-        [str(STOCKROOM), "users", "create", "--email", email, "--json"],
-        env={**os.environ, **env},
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
-    token: str = json.loads(created.stdout)["token"]
-    return token
-
-
 async def test_a_patch_through_one_instance_is_read_through_the_other_at_once(
     instances: tuple[str, str, dict[str, str]],
 ) -> None:
     first, second, env = instances
     async with httpx.AsyncClient() as http:
         for base in (first, second):
-            await eventually(functools.partial(_up, http, base), timeout=30, interval=0.1)
-        headers = {"Authorization": f"Bearer {_token(env, 'two@example.com')}"}
+            await eventually(functools.partial(is_up, http, base), timeout=30, interval=0.1)
+        headers = {"Authorization": f"Bearer {cli_token(env, 'two@example.com')}"}
         created = await http.post(
             f"{first}/products",
             json={"product_name": "Old", "product_price": "1"},
@@ -100,10 +67,3 @@ async def test_a_patch_through_one_instance_is_read_through_the_other_at_once(
         await http.delete(f"{first}/me/tokens/{issued['id']}", headers=headers)
 
         assert (await http.get(f"{second}/me", headers=extra)).status_code == 401
-
-
-async def _up(http: httpx.AsyncClient, base: str) -> bool:
-    try:
-        return (await http.get(f"{base}/health")).status_code == 200
-    except httpx.TransportError:
-        return False

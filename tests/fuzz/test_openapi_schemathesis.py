@@ -68,6 +68,10 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
                 # Fuzzed image URLs never resolve: fail their jobs at once, since a retry's
                 # jittered backoff draws from `random`, which Hypothesis guards.
                 job_max_retries=0,
+                # Schemathesis sends hundreds of requests without a token and expects 401
+                # each time; the per-address budget would answer 429 (tested elsewhere).
+                rate_limit_auth_failures_per_minute=0,
+                rate_limit_writes_per_minute=0,
             )
         )
         try:

@@ -21,6 +21,8 @@ def make_settings(database_url: str, media: Path, **overrides: Any) -> Settings:
         # old body served for the whole TTL: the outage case, which the fault tests cover with
         # their own timeouts (tests/integration/test_*cache_faults*.py), not what the others test.
         "cache_socket_timeout_seconds": 2.0,
+        # Tests write a lot as one user; tests/*/test_rate_limits*.py set their own limits.
+        "rate_limit_writes_per_minute": 1_000_000,
         **overrides,
     }
     return Settings(_env_file=None, **values)

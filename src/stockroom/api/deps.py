@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from stockroom.api import rate_limits
 from stockroom.bootstrap import Services
 from stockroom.domain import users
 from stockroom.domain.errors import Unauthenticated
@@ -46,13 +47,23 @@ async def get_current_user(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthenticated("send an API token as `Authorization: Bearer <token>`")
     # Called, not declared as a sub-dependency: FastAPI solves every declared one per
     # request (~15 us each), and this dependency runs on every request.
     services = await get_services(request)
-    user = await users.authenticate(services.lookups, credentials.credentials, services.token_cache)
+    # A missing or wrong token counts against the client's address: 429 once over the limit.
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        await rate_limits.count_auth_failure(services, request)
+        raise Unauthenticated("send an API token as `Authorization: Bearer <token>`")
+    try:
+        user = await users.authenticate(
+            services.lookups, credentials.credentials, services.token_cache
+        )
+    except Unauthenticated:
+        await rate_limits.count_auth_failure(services, request)
+        raise
     request.scope.setdefault("state", {})["user_id"] = user.id
+    if request.method in rate_limits.WRITE_METHODS:  # reads never reach the limiter
+        await rate_limits.count_write(services, user.id)
     return user
 
 

@@ -18,6 +18,7 @@ from stockroom.domain.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    RateLimited,
     StockroomError,
     Unauthenticated,
     Unavailable,
@@ -30,6 +31,7 @@ _STATUS_BY_BRANCH: tuple[tuple[type[StockroomError], int], ...] = (
     (InvalidInput, 422),
     (Unauthenticated, 401),
     (Forbidden, 403),
+    (RateLimited, 429),
     (Unavailable, 503),
 )
 _RETRY_AFTER_SECONDS = "5"
@@ -67,6 +69,8 @@ async def _stockroom_error(_request: Request, exc: Exception) -> Response:
         headers["WWW-Authenticate"] = 'Bearer realm="stockroom"'
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = _RETRY_AFTER_SECONDS
+    if isinstance(exc, RateLimited):
+        headers |= _rate_limit_headers(exc)
     errors = [_field_error(e) for e in exc.errors] if isinstance(exc, InvalidInput) else None
     return problem(
         status,
@@ -76,6 +80,16 @@ async def _stockroom_error(_request: Request, exc: Exception) -> Response:
         errors=errors,
         headers=headers,
     )
+
+
+def _rate_limit_headers(exc: RateLimited) -> dict[str, str]:
+    seconds = str(exc.retry_after)
+    return {
+        "Retry-After": seconds,
+        "RateLimit-Limit": str(exc.limit),
+        "RateLimit-Remaining": "0",
+        "RateLimit-Reset": seconds,
+    }
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -129,11 +143,21 @@ _AUTH_ERRORS: dict[str, tuple[str, dict[str, bool]]] = {
     "503": ("A dependency is down", {"Retry-After": True}),
 }
 _BODY_ERRORS: dict[str, tuple[str, dict[str, bool]]] = {"400": ("Malformed body", {})}
+# A missing or wrong token can be answered 429 on any authenticated operation (per address),
+# and every write can be (per user).
+_RATE_LIMIT_ERRORS: dict[str, tuple[str, dict[str, bool]]] = {
+    "429": (
+        "Too many requests: writes per user, or requests without a valid token per address",
+        dict.fromkeys(
+            ("Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"), True
+        ),
+    )
+}
 
 
 def _openapi_with_problems(generate: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
     """Document what the handlers above really send: every error as problem+json, and the
-    401/503 (authenticated routes) and 400 (JSON bodies) that routes do not declare."""
+    401/429/503 (authenticated routes) and 400 (JSON bodies) that routes do not declare."""
     documented: dict[str, Any] | None = None
 
     def openapi() -> dict[str, Any]:
@@ -154,7 +178,7 @@ def _document_problems(schema: dict[str, Any]) -> None:
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             responses: dict[str, Any] = operation.setdefault("responses", {})
-            extra = dict(_AUTH_ERRORS) if operation.get("security") else {}
+            extra = dict(_AUTH_ERRORS) | _RATE_LIMIT_ERRORS if operation.get("security") else {}
             if "requestBody" in operation:
                 extra |= _BODY_ERRORS
             for status, (description, headers) in extra.items():

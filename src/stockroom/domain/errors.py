@@ -7,6 +7,7 @@ StockroomError
 ├── InvalidInput        422  (carries field errors) UnknownUser
 ├── Unauthenticated     401  InvalidToken
 ├── Forbidden           403  NotAllowed
+├── RateLimited         429  (carries the limit and the seconds to wait)
 ├── Unavailable         503  DatabaseUnavailable, CacheUnavailable, StorageUnavailable,
 │                            BrokerUnavailable
 └── ImageError               why one image could not be processed; each has a stable
@@ -128,6 +129,19 @@ class Forbidden(StockroomError):
 class NotAllowed(Forbidden):
     code = "not_allowed"
     title = "Not allowed"
+
+
+# -- 429 ---------------------------------------------------------------------------------
+class RateLimited(StockroomError):
+    """A budget of `limit` requests is spent; the next one is accepted in `retry_after` s."""
+
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, limit: int, retry_after: int) -> None:
+        super().__init__(detail)
+        self.limit = limit
+        self.retry_after = retry_after
 
 
 # -- 503 ---------------------------------------------------------------------------------

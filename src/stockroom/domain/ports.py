@@ -323,3 +323,37 @@ class JobTransitions(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A budget: at most `amount` hits per key in any `seconds`, which may be spent at once.
+    `name` keeps budgets apart (the same key counts separately against each)."""
+
+    name: str
+    amount: int
+    seconds: int = 60
+
+    def __post_init__(self) -> None:
+        if self.amount < 1 or self.seconds < 1:
+            raise ValueError("a rate limit needs amount >= 1 and seconds >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitDecision:
+    """The outcome of one hit; a refusal says in how many seconds the key may hit again."""
+
+    allowed: bool
+    retry_after: float = 0.0
+
+
+class RateLimiter(Protocol):
+    """Counts hits per key against a budget that every process shares. Never raises: when
+    its storage fails, the hit is let through (and the failure logged)."""
+
+    async def hit(self, limit: RateLimit, key: str) -> RateLimitDecision:
+        """Count one hit of `key` against `limit`, unless the budget is spent (a refusal
+        is not counted)."""
+        ...
+
+    async def close(self) -> None: ...
