@@ -30,7 +30,14 @@ from stockroom.domain.models import (
 )
 from stockroom.domain.ports import AfterCommit, CachedProduct
 from stockroom.domain.products import parse_sort_value
-from stockroom.domain.queries import IdempotencyRecord, NewProduct, ProductQuery, ProductSort
+from stockroom.domain.queries import (
+    UNSET,
+    IdempotencyRecord,
+    NewProduct,
+    ProductPatch,
+    ProductQuery,
+    ProductSort,
+)
 
 IdempotencyId = tuple[int, str, str]
 
@@ -172,8 +179,13 @@ class FakeProductRepository:
             rows = [p for k, p in keyed if (k < boundary if descending else k > boundary)]
         return rows[: query.limit]
 
-    async def update(self, product_id: int, fields: dict[str, object]) -> None:
-        values: dict[str, Any] = {**fields, "updated_at": self._db.clock()}
+    async def update(self, product_id: int, patch: ProductPatch) -> None:
+        values: dict[str, Any] = {
+            name: getattr(patch, name)
+            for name in ("product_name", "product_description", "product_price", "sku", "user_id")
+            if getattr(patch, name) is not UNSET
+        }
+        values["updated_at"] = self._db.clock()
         product = replace(self._t.products[product_id], **values)
         self._check_sku(product)
         self._t.products[product_id] = product
@@ -298,17 +310,51 @@ class FakeImageJobRepository:
         self._t.jobs[job_id] = job
         return job
 
-    async def finish(self, job_id: str, fields: dict[str, object]) -> bool:
+    async def mark_succeeded(self, job_id: str, result: ImageResult) -> bool:
+        return self._finish(
+            job_id,
+            status=JobStatus.SUCCEEDED,
+            output_key=result.output_key,
+            output_url=result.output_url,
+            width=result.width,
+            height=result.height,
+            bytes_in=result.bytes_in,
+            bytes_out=result.bytes_out,
+            error=None,
+            error_code=None,
+        )
+
+    async def mark_failed(
+        self, job_id: str, error: str, error_code: str | None, dead_lettered_at: datetime | None
+    ) -> bool:
+        return self._finish(
+            job_id,
+            status=JobStatus.FAILED,
+            error=error,
+            error_code=error_code,
+            dead_lettered_at=dead_lettered_at,
+        )
+
+    async def record_failed_attempt(self, job_id: str, error: str, error_code: str) -> None:
+        self._change(job_id, error=error, error_code=error_code)
+
+    async def reset_for_redrive(self, job_id: str) -> None:
+        self._change(
+            job_id,
+            status=JobStatus.QUEUED,
+            attempts=0,
+            finished_at=None,
+            dead_lettered_at=None,
+        )
+
+    def _finish(self, job_id: str, **values: Any) -> bool:
         job = self._t.jobs.get(job_id)
-        if job is None or job.status is not JobStatus.PROCESSING:
+        if job is None or job.finished:
             return False
-        await self.update(job_id, {"finished_at": self._db.clock(), **fields})
+        self._change(job_id, finished_at=self._db.clock(), **values)
         return True
 
-    async def update(self, job_id: str, fields: dict[str, object]) -> None:
-        values: dict[str, Any] = dict(fields)
-        if "status" in values:
-            values["status"] = JobStatus(values["status"])
+    def _change(self, job_id: str, **values: Any) -> None:
         self._t.jobs[job_id] = replace(self._t.jobs[job_id], **values)
 
     async def search(

@@ -31,7 +31,7 @@ from stockroom.api.schemas import (
 from stockroom.domain import products
 from stockroom.domain.pagination import decode_cursor, encode_cursor
 from stockroom.domain.product_reads import read_product
-from stockroom.domain.queries import NewProduct, ProductQuery, ProductSort
+from stockroom.domain.queries import NewProduct, ProductPatch, ProductQuery, ProductSort
 
 router = APIRouter(prefix="/products", tags=["products"])
 JSON = "application/json"
@@ -173,8 +173,10 @@ async def update_product(
     request_id: RequestId,
 ) -> Response:
     changes = body.model_dump(exclude_unset=True)
+    if "product_images" in changes:
+        changes["product_images"] = tuple(changes["product_images"])
     product = await products.update_product(
-        uow, user, product_id, changes, services.cache, request_id, services.store
+        uow, user, product_id, ProductPatch(**changes), services.cache, request_id, services.store
     )
     return Response(product_json(product), media_type=JSON)
 

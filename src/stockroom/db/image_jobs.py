@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockroom.db.tables import image_jobs, outbox
 from stockroom.domain.errors import FieldError, InvalidInput
-from stockroom.domain.models import ImageJob, JobKind, JobStatus, OutboxMessage
+from stockroom.domain.models import ImageJob, ImageResult, JobKind, JobStatus, OutboxMessage
 
 _UNFINISHED = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
 
@@ -68,19 +68,59 @@ class SqlImageJobRepository:
         row = (await self._conn.execute(statement)).first()
         return job_from(row._mapping) if row else None
 
-    async def finish(self, job_id: str, fields: dict[str, object]) -> bool:
+    async def mark_succeeded(self, job_id: str, result: ImageResult) -> bool:
+        return await self._finish(
+            job_id,
+            status=JobStatus.SUCCEEDED.value,
+            output_key=result.output_key,
+            output_url=result.output_url,
+            width=result.width,
+            height=result.height,
+            bytes_in=result.bytes_in,
+            bytes_out=result.bytes_out,
+            error=None,
+            error_code=None,
+        )
+
+    async def mark_failed(
+        self, job_id: str, error: str, error_code: str | None, dead_lettered_at: datetime | None
+    ) -> bool:
+        return await self._finish(
+            job_id,
+            status=JobStatus.FAILED.value,
+            error=error,
+            error_code=error_code,
+            dead_lettered_at=dead_lettered_at,
+        )
+
+    async def record_failed_attempt(self, job_id: str, error: str, error_code: str) -> None:
+        await self._conn.execute(
+            update(image_jobs)
+            .where(image_jobs.c.id == job_id)
+            .values(error=error, error_code=error_code)
+        )
+
+    async def reset_for_redrive(self, job_id: str) -> None:
+        await self._conn.execute(
+            update(image_jobs)
+            .where(image_jobs.c.id == job_id)
+            .values(
+                status=JobStatus.QUEUED.value,
+                attempts=0,
+                finished_at=None,
+                dead_lettered_at=None,
+            )
+        )
+
+    async def _finish(self, job_id: str, **values: object) -> bool:
+        """Write the outcome of a job not yet finished; False if another delivery did."""
         statement = (
             update(image_jobs)
             .where(image_jobs.c.id == job_id, image_jobs.c.status.in_(_UNFINISHED))
-            .values(**fields, finished_at=datetime.now(UTC))
+            .values(**values, finished_at=datetime.now(UTC))
             .returning(image_jobs.c.id)
         )
         return (await self._conn.execute(statement)).first() is not None
-
-    async def update(self, job_id: str, fields: dict[str, object]) -> None:
-        await self._conn.execute(
-            update(image_jobs).where(image_jobs.c.id == job_id).values(**fields)
-        )
 
     async def search(
         self,

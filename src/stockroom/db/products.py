@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, literal, select, tuple_, update
+from sqlalchemy import Column, and_, bindparam, delete, insert, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
@@ -16,7 +16,7 @@ from stockroom.db.tables import image_jobs, product_images, products
 from stockroom.domain.errors import SkuTaken
 from stockroom.domain.models import ImageResult, ImageStatus, JobKind, Product, ProductImage
 from stockroom.domain.products import parse_sort_value
-from stockroom.domain.queries import NewProduct, ProductQuery, ProductSort
+from stockroom.domain.queries import UNSET, NewProduct, ProductPatch, ProductQuery, ProductSort
 
 _IMAGE_COLUMNS = [
     product_images.c.id,
@@ -100,12 +100,20 @@ class SqlProductRepository:
         images = await self._images_of([row.id for row in rows])
         return [product_from(row._mapping, images.get(row.id, ())) for row in rows]
 
-    async def update(self, product_id: int, fields: dict[str, object]) -> None:
-        statement = (
-            update(products)
-            .where(products.c.id == product_id)
-            .values(**fields, updated_at=datetime.now(UTC))
-        )
+    async def update(self, product_id: int, patch: ProductPatch) -> None:
+        values: dict[Column[Any], object] = {
+            column: value
+            for column, value in (
+                (products.c.product_name, patch.product_name),
+                (products.c.product_description, patch.product_description),
+                (products.c.product_price, patch.product_price),
+                (products.c.sku, patch.sku),
+                (products.c.user_id, patch.user_id),
+            )
+            if value is not UNSET
+        }
+        values[products.c.updated_at] = datetime.now(UTC)
+        statement = update(products).where(products.c.id == product_id).values(values)
         with _translate_sku_conflict():
             await self._conn.execute(statement)
 

@@ -74,9 +74,7 @@ async def start_job(
     job = started.job
     if job.kind is JobKind.PRODUCT_IMAGE and job.product_image_id is None:
         async with uow:
-            await uow.image_jobs.finish(
-                job_id, {"status": JobStatus.FAILED.value, "error": SUPERSEDED}
-            )
+            await uow.image_jobs.mark_failed(job_id, SUPERSEDED, None, None)
             await uow.commit()
         return None
     await _invalidate(cache, started.product_id)
@@ -105,13 +103,14 @@ async def fail_job(
     Users read the code and its fixed title, never the detail: "x resolves to 10.0.3.7"
     would map the worker network's DNS for them. The caller logs the detail."""
     async with uow:
-        fields: dict[str, object] = {"error": error.title, "error_code": error.code}
         if final:
-            fields |= {"status": JobStatus.FAILED.value, "dead_lettered_at": datetime.now(UTC)}
-            if not await uow.image_jobs.finish(job.id, fields):
+            dead_lettered_at = datetime.now(UTC)
+            if not await uow.image_jobs.mark_failed(
+                job.id, error.title, error.code, dead_lettered_at
+            ):
                 return
         else:
-            await uow.image_jobs.update(job.id, fields)
+            await uow.image_jobs.record_failed_attempt(job.id, error.title, error.code)
         if job.product_image_id is not None:
             product_id = (
                 await uow.products.record_image_failure(
@@ -155,13 +154,7 @@ async def redrive(
         job = await uow.image_jobs.get(job_id)
         if job is None or job.dead_lettered_at is None:
             raise DeadLetterNotFound()
-        fields: dict[str, object] = {
-            "status": JobStatus.QUEUED.value,
-            "dead_lettered_at": None,
-            "attempts": 0,
-            "finished_at": None,
-        }
-        await uow.image_jobs.update(job_id, fields)
+        await uow.image_jobs.reset_for_redrive(job_id)
         if job.product_image_id is not None:
             product_id = await uow.products.set_image_status(
                 job.product_image_id, ImageStatus.PENDING

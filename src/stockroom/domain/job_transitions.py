@@ -5,23 +5,8 @@ tests/integration/test_job_transitions_contract.py."""
 
 from __future__ import annotations
 
-from stockroom.domain.models import ImageResult, ImageStatus, JobStatus
+from stockroom.domain.models import ImageResult, ImageStatus
 from stockroom.domain.ports import StartedJob, UnitOfWorkFactory
-
-
-def succeeded_fields(result: ImageResult) -> dict[str, object]:
-    """The job columns a success writes (finished_at is the repository's)."""
-    return {
-        "status": JobStatus.SUCCEEDED.value,
-        "output_key": result.output_key,
-        "output_url": result.output_url,
-        "width": result.width,
-        "height": result.height,
-        "bytes_in": result.bytes_in,
-        "bytes_out": result.bytes_out,
-        "error": None,
-        "error_code": None,
-    }
 
 
 class UnitOfWorkJobTransitions:
@@ -45,7 +30,7 @@ class UnitOfWorkJobTransitions:
         self, job_id: str, product_image_id: int | None, result: ImageResult
     ) -> tuple[bool, int | None]:
         async with self._uow_factory() as uow:
-            if not await uow.image_jobs.finish(job_id, succeeded_fields(result)):
+            if not await uow.image_jobs.mark_succeeded(job_id, result):
                 return False, None
             product_id = None
             if product_image_id is not None:

@@ -18,7 +18,7 @@ from stockroom.domain.models import (
     Product,
     User,
 )
-from stockroom.domain.queries import IdempotencyRecord, NewProduct, ProductQuery
+from stockroom.domain.queries import IdempotencyRecord, NewProduct, ProductPatch, ProductQuery
 
 
 class ImageStore(Protocol):
@@ -117,7 +117,9 @@ class ProductRepository(Protocol):
 
     async def search(self, query: ProductQuery) -> list[Product]: ...
 
-    async def update(self, product_id: int, fields: dict[str, object]) -> None: ...
+    async def update(self, product_id: int, patch: ProductPatch) -> None:
+        """Set the patch's fields other than the images (those have their own methods)."""
+        ...
 
     async def delete(self, product_id: int) -> None: ...
 
@@ -178,11 +180,24 @@ class ImageJobRepository(Protocol):
         or gone (a redelivered message then does nothing twice)."""
         ...
 
-    async def finish(self, job_id: str, fields: dict[str, object]) -> bool:
-        """Write the outcome of a job still processing; False if another delivery did."""
+    async def mark_succeeded(self, job_id: str, result: ImageResult) -> bool:
+        """Record the result of a job not yet finished; False if another delivery did."""
         ...
 
-    async def update(self, job_id: str, fields: dict[str, object]) -> None: ...
+    async def mark_failed(
+        self, job_id: str, error: str, error_code: str | None, dead_lettered_at: datetime | None
+    ) -> bool:
+        """Fail a job not yet finished (dead-lettered when `dead_lettered_at` is given);
+        False if another delivery finished it first."""
+        ...
+
+    async def record_failed_attempt(self, job_id: str, error: str, error_code: str) -> None:
+        """Note why the last attempt failed; the job stays unfinished, to be retried."""
+        ...
+
+    async def reset_for_redrive(self, job_id: str) -> None:
+        """Queued again as new: no attempts, not finished, not dead-lettered."""
+        ...
 
     async def search(
         self,

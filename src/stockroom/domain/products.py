@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -22,7 +22,7 @@ from stockroom.domain.idempotency import FirstResponse, IdempotencyKey, create_o
 from stockroom.domain.image_jobs import queue_product_images
 from stockroom.domain.models import Product, ProductImage, User
 from stockroom.domain.ports import ImageStore, ProductCache, UnitOfWork
-from stockroom.domain.queries import Cursor, NewProduct, ProductQuery
+from stockroom.domain.queries import UNSET, Cursor, NewProduct, ProductPatch, ProductQuery
 from stockroom.domain.queries import ProductSort as ProductSort
 from stockroom.domain.rules import price_problem, text_problem
 
@@ -144,7 +144,7 @@ async def update_product(
     uow: UnitOfWork,
     actor: User,
     product_id: int,
-    changes: Mapping[str, object],
+    patch: ProductPatch,
     cache: ProductCache | None = None,
     request_id: str | None = None,
     store: ImageStore | None = None,
@@ -153,26 +153,16 @@ async def update_product(
     dropped: list[ProductImage] = []
     async with uow:
         current = await _get_visible(uow, actor, product_id)
-        fields = {
-            name: value
-            for name, value in changes.items()
-            if name in ("product_name", "product_description", "product_price", "sku")
-        }
         owner_id = current.user_id
-        if "user_id" in changes:
-            new_owner = changes["user_id"]
-            if not isinstance(new_owner, int):
-                raise UnknownUser(errors=[FieldError("user_id", "must be a user id")])
-            owner_id = owner_for(actor, new_owner)
+        if patch.user_id is not UNSET:
+            owner_id = owner_for(actor, patch.user_id)
             if owner_id != current.user_id and not await uow.users.exists(owner_id):
                 raise UnknownUser(errors=[FieldError("user_id", "no user with this id")])
-            fields["user_id"] = owner_id
-        await uow.products.update(product_id, fields)
-        if "product_images" in changes:
-            urls = changes["product_images"]
-            assert isinstance(urls, Sequence)
+            patch = replace(patch, user_id=owner_id)
+        await uow.products.update(product_id, patch)
+        if patch.product_images is not UNSET:
             new, dropped = await _replace_images(
-                uow, product_id, current.images, [str(u) for u in urls]
+                uow, product_id, current.images, list(patch.product_images)
             )
             await queue_product_images(
                 uow,

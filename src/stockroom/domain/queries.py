@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +17,27 @@ class NewProduct:
     product_images: tuple[str, ...] = ()
     sku: str | None = None
     user_id: int | None = None
+
+
+class Unset(enum.Enum):
+    """Marks a field a partial update leaves as it is (None may be a value to set)."""
+
+    UNSET = "unset"
+
+
+UNSET: Final = Unset.UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class ProductPatch:
+    """A partial update (PATCH): only the fields given change; None clears optional ones."""
+
+    product_name: str | Unset = UNSET
+    product_description: str | Unset | None = UNSET
+    product_price: Decimal | Unset = UNSET
+    sku: str | Unset | None = UNSET
+    user_id: int | Unset = UNSET
+    product_images: tuple[str, ...] | Unset = UNSET
 
 
 class ProductSort(enum.StrEnum):
