@@ -15,13 +15,12 @@ from stockroom.adapters.cache import WriteOnlyProductCache, build_product_cache
 from stockroom.adapters.rate_limit import UnlimitedRateLimiter, build_rate_limiter
 from stockroom.adapters.storage import build_image_store
 from stockroom.config import Settings
+from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.engine import create_engine
 from stockroom.db.health import ping_database
-from stockroom.db.job_transitions import AsyncpgJobTransitions
-from stockroom.db.lookups import AsyncpgLookups
+from stockroom.db.job_transitions import AsyncpgJobTransitions, UnitOfWorkJobTransitions
+from stockroom.db.lookups import AsyncpgLookups, UnitOfWorkLookups
 from stockroom.db.uow import SqlUnitOfWork
-from stockroom.domain.job_transitions import UnitOfWorkJobTransitions
-from stockroom.domain.lookups import UnitOfWorkLookups
 from stockroom.domain.ports import (
     ImageStore,
     JobTransitions,
@@ -52,6 +51,9 @@ class Services:
     task_queue: DramatiqTaskQueue | None = None
     relay: OutboxRelay | None = None
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    # On PostgreSQL, one asyncpg pool beside the engine's for the hot statements (lookups
+    # and job transitions share it), created on first use.
+    asyncpg_pool: LazyAsyncpgPool | None = None
     # The contract's rate limits (None: off), counted by `rate_limiter`; see api/rate_limits.py.
     rate_limiter: RateLimiter = field(default_factory=UnlimitedRateLimiter)
     write_limit: RateLimit | None = None
@@ -103,6 +105,8 @@ async def bootstrap(
         # `is not None`, not `or`: an empty in-memory cache is falsy (it has a __len__).
         cache=cache if cache is not None else _products_cache(settings),
     )
+    if engine.dialect.name == "postgresql":
+        services.asyncpg_pool = LazyAsyncpgPool(settings.database_url, settings.database_pool_size)
     services.token_cache = _product_cache(settings, "token:")
     services.lookups = _lookups(services)
     services.transitions = _transitions(services)
@@ -121,20 +125,18 @@ async def bootstrap(
 
 
 def _lookups(services: Services) -> Lookups:
-    """The hot path's point reads: a bare asyncpg pool on PostgreSQL (docs/architecture.md),
+    """The hot path's point reads: the asyncpg pool on PostgreSQL (docs/architecture.md),
     the repositories of a read-only unit of work elsewhere."""
-    if services.engine.dialect.name == "postgresql":
-        settings = services.settings
-        return AsyncpgLookups(settings.database_url, settings.database_pool_size)
+    if services.asyncpg_pool is not None:
+        return AsyncpgLookups(services.asyncpg_pool)
     return UnitOfWorkLookups(services.read_uow)
 
 
 def _transitions(services: Services) -> JobTransitions:
     """A job's start and success: one statement each on PostgreSQL (docs/architecture.md),
-    a unit of work elsewhere. The pool is created on first use (worker processes)."""
-    if services.engine.dialect.name == "postgresql":
-        settings = services.settings
-        return AsyncpgJobTransitions(settings.database_url, settings.database_pool_size)
+    a unit of work elsewhere."""
+    if services.asyncpg_pool is not None:
+        return AsyncpgJobTransitions(services.asyncpg_pool)
     return UnitOfWorkJobTransitions(services.uow)
 
 
@@ -195,6 +197,6 @@ async def shutdown(services: Services, *, close_shared: bool = True) -> None:
     if close_shared:
         await services.cache.close()
         await services.store.close()
-    await services.lookups.close()
-    await services.transitions.close()
+    if services.asyncpg_pool is not None:
+        await services.asyncpg_pool.close()
     await services.engine.dispose()

@@ -17,12 +17,12 @@ from tests.support.products import new_product
 from tests.support.services import free_port
 
 from stockroom.bootstrap import Services
-from stockroom.db.job_transitions import AsyncpgJobTransitions
+from stockroom.db.asyncpg_pool import LazyAsyncpgPool
+from stockroom.db.job_transitions import AsyncpgJobTransitions, UnitOfWorkJobTransitions
 from stockroom.db.tables import image_jobs, product_images, products
 from stockroom.domain import users
 from stockroom.domain.errors import DatabaseUnavailable
 from stockroom.domain.image_jobs import IMAGES_QUEUE, new_job_id
-from stockroom.domain.job_transitions import UnitOfWorkJobTransitions
 from stockroom.domain.models import ImageJob, ImageResult, JobKind, JobStatus
 from stockroom.domain.ports import JobTransitions, StartedJob
 from stockroom.domain.queries import NewProduct
@@ -193,16 +193,15 @@ async def test_one_statement_each_writes_and_returns_what_the_unit_of_work_does(
 
 
 async def test_an_unreachable_database_is_database_unavailable() -> None:
-    transitions = AsyncpgJobTransitions(
-        f"postgresql://postgres@127.0.0.1:{free_port()}/test", pool_size=2
-    )
+    pool = LazyAsyncpgPool(f"postgresql://postgres@127.0.0.1:{free_port()}/test", 2)
+    transitions = AsyncpgJobTransitions(pool)
     try:
         with pytest.raises(DatabaseUnavailable):
             await transitions.start("0" * 32)
         with pytest.raises(DatabaseUnavailable):
             await transitions.succeed("0" * 32, None, RESULT)
     finally:
-        await transitions.close()
+        await pool.close()
 
 
 async def test_sqlite_goes_through_the_unit_of_work(sqlite_url: str, tmp_path: Path) -> None:

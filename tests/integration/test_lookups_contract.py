@@ -15,11 +15,10 @@ from tests.support.products import new_product
 from tests.support.services import free_port
 
 from stockroom.bootstrap import Services
-from stockroom.db.asyncpg_pool import asyncpg_dsn
-from stockroom.db.lookups import AsyncpgLookups
+from stockroom.db.asyncpg_pool import LazyAsyncpgPool, asyncpg_dsn
+from stockroom.db.lookups import AsyncpgLookups, UnitOfWorkLookups
 from stockroom.domain import users
 from stockroom.domain.errors import DatabaseUnavailable
-from stockroom.domain.lookups import UnitOfWorkLookups
 from stockroom.domain.models import ImageResult, ImageStatus, Product, User
 from stockroom.domain.queries import NewProduct
 
@@ -32,8 +31,8 @@ def database_url(postgres_url: str) -> str:
     return postgres_url
 
 
-def unreachable_lookups() -> AsyncpgLookups:
-    return AsyncpgLookups(f"postgresql://postgres@127.0.0.1:{free_port()}/test", pool_size=2)
+def unreachable_pool() -> LazyAsyncpgPool:
+    return LazyAsyncpgPool(f"postgresql://postgres@127.0.0.1:{free_port()}/test", 2)
 
 
 async def catalogue(services: Services) -> tuple[User, str, Product, Product]:
@@ -106,14 +105,15 @@ def test_the_dsn_is_the_sqlalchemy_url_with_its_password() -> None:
 
 
 async def test_an_unreachable_database_is_database_unavailable() -> None:
-    lookups = unreachable_lookups()
+    pool = unreachable_pool()
+    lookups = AsyncpgLookups(pool)
     try:
         with pytest.raises(DatabaseUnavailable):
             await lookups.product(1)
         with pytest.raises(DatabaseUnavailable):  # tried again, not stuck on a broken pool
             await lookups.user_by_token_hash("0" * 64)
     finally:
-        await lookups.close()
+        await pool.close()
 
 
 async def test_the_api_answers_503_when_the_lookups_cannot_reach_the_database(
@@ -123,12 +123,13 @@ async def test_the_api_answers_503_when_the_lookups_cannot_reach_the_database(
         "/products", json={"product_name": "Lamp", "product_price": "5"}, headers=alice.headers
     )
     assert created.status_code == 201
-    working, services.lookups = services.lookups, unreachable_lookups()
+    pool = unreachable_pool()
+    working, services.lookups = services.lookups, AsyncpgLookups(pool)
     try:
         product = await client.get(f"/products/{created.json()['id']}", headers=alice.headers)
         token = await client.get("/products/1", headers=bob.headers)  # bob's token: not cached
     finally:
-        await services.lookups.close()
+        await pool.close()
         services.lookups = working
 
     for response in (product, token):

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from stockroom.db.lookups import UnitOfWorkLookups
 from stockroom.domain.errors import EmailTaken, IdempotentRequestInFlight, SkuTaken
-from stockroom.domain.lookups import UnitOfWorkLookups
 from stockroom.domain.models import (
     ApiToken,
     ImageJob,

@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
+from stockroom.db.job_transitions import UnitOfWorkJobTransitions
 from stockroom.domain import image_jobs, products
 from stockroom.domain.errors import BlockedAddress, ImageError, SourceUnreachable
-from stockroom.domain.job_transitions import UnitOfWorkJobTransitions
 from stockroom.domain.models import JobStatus
 from stockroom.domain.queries import NewProduct
 from tests.unit.fakes import FakeDatabase

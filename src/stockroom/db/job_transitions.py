@@ -1,9 +1,10 @@
-"""A job's start and success on PostgreSQL: one statement each, on a bare asyncpg pool.
+"""A job's start and success (`JobTransitions`): on PostgreSQL one statement each, on a bare
+asyncpg pool; elsewhere (SQLite, the unit tests' fakes) through a unit of work's repositories.
 
 Through the unit of work each was a transaction of five round trips (BEGIN, the job, the
 image, the product's updated_at, COMMIT) costing ~1.8 ms of worker CPU; as one statement of
 data-modifying CTEs, in autocommit, ~0.2 ms and one round trip (docs/architecture.md). The
-statements write exactly what domain/job_transitions.py writes through the repositories,
+statements write exactly what `UnitOfWorkJobTransitions` writes through the repositories,
 rows map through db/image_jobs.py's `job_from`, and
 tests/integration/test_job_transitions_contract.py holds the two to equal results.
 """
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.image_jobs import job_from
 from stockroom.domain.models import ImageResult, ImageStatus, JobStatus
-from stockroom.domain.ports import StartedJob
+from stockroom.domain.ports import StartedJob, UnitOfWorkFactory
 
 _UNFINISHED = f"('{JobStatus.QUEUED.value}', '{JobStatus.PROCESSING.value}')"
 
@@ -67,10 +68,10 @@ SELECT EXISTS (SELECT 1 FROM job) AS written, (SELECT id FROM product) AS touche
 
 
 class AsyncpgJobTransitions:
-    """`JobTransitions` on its own asyncpg pool (beside the engine's)."""
+    """`JobTransitions` on the process's asyncpg pool (shared with the lookups)."""
 
-    def __init__(self, database_url: str, pool_size: int) -> None:
-        self._pool = LazyAsyncpgPool(database_url, pool_size)
+    def __init__(self, pool: LazyAsyncpgPool) -> None:
+        self._pool = pool
 
     async def start(self, job_id: str) -> StartedJob | None:
         row = await self._pool.fetchrow(_START, job_id, datetime.now(UTC))
@@ -96,5 +97,34 @@ class AsyncpgJobTransitions:
         assert row is not None  # the outer SELECT always returns one row
         return bool(row["written"]), row["touched_product_id"]
 
-    async def close(self) -> None:
-        await self._pool.close()
+
+class UnitOfWorkJobTransitions:
+    """`JobTransitions` through the repositories of a unit of work, one per transition."""
+
+    def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
+        self._uow_factory = uow_factory
+
+    async def start(self, job_id: str) -> StartedJob | None:
+        async with self._uow_factory() as uow:
+            job = await uow.image_jobs.start(job_id)
+            if job is None:
+                return None
+            product_id = None
+            if job.product_image_id is not None:
+                product_id = await uow.products.set_image_status(
+                    job.product_image_id, ImageStatus.PROCESSING
+                )
+            await uow.commit()
+        return StartedJob(job, product_id)
+
+    async def succeed(
+        self, job_id: str, product_image_id: int | None, result: ImageResult
+    ) -> tuple[bool, int | None]:
+        async with self._uow_factory() as uow:
+            if not await uow.image_jobs.mark_succeeded(job_id, result):
+                return False, None
+            product_id = None
+            if product_image_id is not None:
+                product_id = await uow.products.record_image_result(product_image_id, result)
+            await uow.commit()
+        return True, product_id

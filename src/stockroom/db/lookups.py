@@ -1,4 +1,5 @@
-"""The hot-path point reads on PostgreSQL, through asyncpg with no SQLAlchemy in between.
+"""The hot-path point reads (`Lookups`): through asyncpg with no SQLAlchemy in between on
+PostgreSQL, through a read-only unit of work elsewhere (SQLite, and the unit tests' fakes).
 
 Every authenticated GET looks up its token, and GET /products/{id} on a cache miss its
 product: through a read-only unit of work these cost ~250 us of CPU each against ~90 us
@@ -13,6 +14,7 @@ from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.products import image_from_prefixed, product_from
 from stockroom.db.users import user_from
 from stockroom.domain.models import Product, User
+from stockroom.domain.ports import UnitOfWorkFactory
 
 # The columns and order of db/products.py's _GET_PRODUCT: one row per image (or one with
 # NULL img_ columns for a product without images), images by position then id.
@@ -39,10 +41,10 @@ WHERE t.token_hash = $1
 
 
 class AsyncpgLookups:
-    """`Lookups` on its own asyncpg pool (beside the engine's)."""
+    """`Lookups` on the process's asyncpg pool (shared with the job transitions)."""
 
-    def __init__(self, database_url: str, pool_size: int) -> None:
-        self._pool = LazyAsyncpgPool(database_url, pool_size)
+    def __init__(self, pool: LazyAsyncpgPool) -> None:
+        self._pool = pool
 
     async def product(self, product_id: int) -> Product | None:
         rows = await self._pool.fetch(_PRODUCT, product_id)
@@ -55,5 +57,17 @@ class AsyncpgLookups:
         row = await self._pool.fetchrow(_USER_BY_HASH, token_hash)
         return user_from(row) if row is not None else None
 
-    async def close(self) -> None:
-        await self._pool.close()
+
+class UnitOfWorkLookups:
+    """`Lookups` through the repositories of a read-only unit of work."""
+
+    def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
+        self._uow_factory = uow_factory
+
+    async def product(self, product_id: int) -> Product | None:
+        async with self._uow_factory() as uow:
+            return await uow.products.get(product_id)
+
+    async def user_by_token_hash(self, token_hash: str) -> User | None:
+        async with self._uow_factory() as uow:
+            return await uow.users.by_token_hash(token_hash)

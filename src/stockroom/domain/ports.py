@@ -305,8 +305,6 @@ class Lookups(Protocol):
         """The owner of the token with this hash, or None for an unknown or revoked one."""
         ...
 
-    async def close(self) -> None: ...
-
 
 @dataclass(frozen=True, slots=True)
 class StartedJob:
@@ -336,8 +334,6 @@ class JobTransitions(Protocol):
         """Record the result on the job if it is still unfinished and on its image row if
         that still exists: (written, id of the product whose image changed, or None)."""
         ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
