@@ -11,7 +11,12 @@ import dramatiq
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stockroom.adapters.broker import DramatiqTaskQueue, build_broker
-from stockroom.adapters.cache import WriteOnlyProductCache, build_product_cache
+from stockroom.adapters.cache import (
+    CacheOptions,
+    WriteOnlyCache,
+    build_product_cache,
+    build_token_cache,
+)
 from stockroom.adapters.rate_limit import UnlimitedRateLimiter, build_rate_limiter
 from stockroom.adapters.storage import build_image_store
 from stockroom.config import Settings
@@ -28,6 +33,7 @@ from stockroom.domain.ports import (
     ProductCache,
     RateLimit,
     RateLimiter,
+    TokenCache,
     UnitOfWork,
 )
 from stockroom.pipeline.address_policy import AddressPolicy
@@ -44,7 +50,7 @@ class Services:
     engine: AsyncEngine
     store: ImageStore
     cache: ProductCache
-    token_cache: ProductCache | None = None
+    token_cache: TokenCache | None = None
     lookups: Lookups = field(init=False)  # set by bootstrap()
     transitions: JobTransitions = field(init=False)  # set by bootstrap()
     broker: dramatiq.Broker | None = None
@@ -107,7 +113,7 @@ async def bootstrap(
     )
     if engine.dialect.name == "postgresql":
         services.asyncpg_pool = LazyAsyncpgPool(settings.database_url, settings.database_pool_size)
-    services.token_cache = _product_cache(settings, "token:")
+    services.token_cache = build_token_cache(settings.cache_url, _cache_options(settings, "token:"))
     services.lookups = _lookups(services)
     services.transitions = _transitions(services)
     services.readiness = {
@@ -144,13 +150,12 @@ def _products_cache(settings: Settings) -> ProductCache:
     """The product response cache; with `cache_products` off it serves nothing but still
     invalidates the shared cache (and, through a near-cache, waits for the pub/sub echo),
     so processes that do serve from it stay correct."""
-    cache = _product_cache(settings, "product:")
-    return cache if settings.cache_products else WriteOnlyProductCache(cache)
+    cache = build_product_cache(settings.cache_url, _cache_options(settings, "product:"))
+    return cache if settings.cache_products else WriteOnlyCache(cache)
 
 
-def _product_cache(settings: Settings, namespace: str) -> ProductCache:
-    return build_product_cache(
-        settings.cache_url,
+def _cache_options(settings: Settings, namespace: str) -> CacheOptions:
+    return CacheOptions(
         ttl_seconds=settings.cache_ttl_seconds,
         socket_timeout=settings.cache_socket_timeout_seconds,
         breaker_cooldown=settings.cache_breaker_cooldown_seconds,

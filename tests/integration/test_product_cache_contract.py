@@ -11,9 +11,11 @@ from tests.support.redis_server import delete_prefix, require_redis, unique_pref
 from tests.support.services import REDIS_URL
 
 from stockroom.adapters.cache import (
-    MemoryProductCache,
-    NullProductCache,
-    RedisProductCache,
+    CacheOptions,
+    MemoryCache,
+    NearCache,
+    RedisCache,
+    WriteOnlyCache,
     build_product_cache,
 )
 from stockroom.domain.ports import CachedProduct, ProductCache
@@ -45,17 +47,16 @@ async def subject(request: pytest.FixtureRequest) -> AsyncIterator[CacheUnderTes
         async def advance_clock(seconds: float) -> None:
             clock.now += seconds
 
-        cache = MemoryProductCache(ttl_seconds=TTL_SECONDS, max_entries=100, clock=clock)
+        cache = MemoryCache(ttl_seconds=TTL_SECONDS, max_entries=100, clock=clock)
         yield CacheUnderTest(cache, advance_clock)
         return
     admin = require_redis()
     prefix = unique_prefix()
     redis_cache = build_product_cache(
         REDIS_URL,
-        ttl_seconds=TTL_SECONDS,
-        socket_timeout=2.0,
-        breaker_cooldown=5.0,
-        key_prefix=prefix,
+        CacheOptions(
+            ttl_seconds=TTL_SECONDS, socket_timeout=2.0, breaker_cooldown=5.0, key_prefix=prefix
+        ),
     )
     try:
         yield CacheUnderTest(redis_cache, asyncio.sleep)
@@ -146,12 +147,51 @@ async def test_a_hit_never_crosses_products(subject: CacheUnderTest) -> None:
 
 
 async def test_ping_and_close(subject: CacheUnderTest) -> None:
-    await subject.cache.ping()
+    """An open cache answers `ping`; `close` lets go of what it holds: the memory cache its
+    entries, the Redis cache its connections. (A Redis cache used after `close` connects
+    again, so "closed" shows in the sockets, not in a failing call.)"""
+    import os
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    def connections_to(port: int) -> int:
+        """This process's established TCP connections to `port` (Linux: /proc)."""
+        ours = set()
+        for fd in Path("/proc/self/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed while listing
+                continue
+            if target.startswith("socket:["):
+                ours.add(target.removeprefix("socket:[").removesuffix("]"))
+        count = 0
+        for table in (Path("/proc/self/net/tcp"), Path("/proc/self/net/tcp6")):
+            for line in table.read_text().splitlines()[1:]:
+                _, _, remote, state, *rest = line.split()
+                if int(remote.rsplit(":", 1)[1], 16) == port and state == "01" and rest[5] in ours:
+                    count += 1
+        return count
+
+    cache = subject.cache
+    redis_port = urlsplit(REDIS_URL).port or 6379
+    before = connections_to(redis_port)  # a cache connects on its first call, not when built
+    await cache.fill(1, BODY, (await cache.read(1)).token)
+    await cache.ping()
+    assert (await cache.read(1)).body == BODY
+    used = connections_to(redis_port)
+
+    await cache.close()
+
+    if isinstance(cache, MemoryCache):
+        assert (await cache.read(1)).body is None
+    else:
+        assert used > before
+        assert connections_to(redis_port) == before
 
 
 def test_memory_cache_keeps_at_most_max_entries() -> None:
     async def scenario() -> list[bytes | None]:
-        cache = MemoryProductCache(ttl_seconds=60, max_entries=2)
+        cache = MemoryCache(ttl_seconds=60, max_entries=2)
         for pid in (1, 2):
             await cache.fill(pid, b"x", (await cache.read(pid)).token)
         await cache.read(1)  # 1 is now the most recently used
@@ -162,7 +202,7 @@ def test_memory_cache_keeps_at_most_max_entries() -> None:
 
 
 async def test_memory_generations_stay_fenced_after_eviction() -> None:
-    cache = MemoryProductCache(ttl_seconds=60, max_entries=2)
+    cache = MemoryCache(ttl_seconds=60, max_entries=2)
     stale = await cache.read(1)
     await cache.invalidate(1)
     await cache.invalidate(2)
@@ -174,28 +214,46 @@ async def test_memory_generations_stay_fenced_after_eviction() -> None:
 @pytest.mark.parametrize(
     ("url", "kind"),
     [
-        ("memory://", MemoryProductCache),
-        ("memory://?max_entries=5", MemoryProductCache),
-        ("none://", NullProductCache),
-        ("redis://127.0.0.1:6379/0", RedisProductCache),
-        ("rediss://127.0.0.1:6380/0", RedisProductCache),
+        ("memory://", MemoryCache),
+        ("memory://?max_entries=5", MemoryCache),
+        ("none://", WriteOnlyCache),
+        ("redis://127.0.0.1:6379/0", RedisCache),
+        ("rediss://127.0.0.1:6380/0", RedisCache),
     ],
 )
 async def test_build_product_cache_chooses_by_scheme(url: str, kind: type[object]) -> None:
-    cache = build_product_cache(url, ttl_seconds=60, socket_timeout=0.1, breaker_cooldown=1.0)
+    options = CacheOptions(ttl_seconds=60, socket_timeout=0.1, breaker_cooldown=1.0)
+    cache = build_product_cache(url, options)
     try:
         assert isinstance(cache, kind)
     finally:
         await cache.close()
 
 
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://127.0.0.1:6380/0"])
+async def test_a_near_cache_is_built_for_plain_and_tls_redis(url: str) -> None:
+    """Nothing connects until the first call, so no TLS Redis is needed to build one."""
+    options = CacheOptions(
+        ttl_seconds=60, socket_timeout=0.1, breaker_cooldown=1.0, near_max_entries=10
+    )
+    cache = build_product_cache(url, options)
+    try:
+        assert isinstance(cache, NearCache)
+    finally:
+        await cache.close()
+
+
 def test_build_product_cache_rejects_unknown_schemes() -> None:
     with pytest.raises(ValueError, match="memcached"):
-        build_product_cache("memcached://x", ttl_seconds=1, socket_timeout=1, breaker_cooldown=1)
+        build_product_cache(
+            "memcached://x", CacheOptions(ttl_seconds=1, socket_timeout=1, breaker_cooldown=1)
+        )
 
 
 async def test_the_null_cache_never_hits() -> None:
-    cache = build_product_cache("none://", ttl_seconds=60, socket_timeout=1, breaker_cooldown=1)
+    cache = build_product_cache(
+        "none://", CacheOptions(ttl_seconds=60, socket_timeout=1, breaker_cooldown=1)
+    )
     await cache.fill(1, BODY, (await cache.read(1)).token)
     await cache.invalidate(1)
     assert await cache.read(1) == CachedProduct(None, None)

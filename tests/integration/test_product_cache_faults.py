@@ -1,9 +1,14 @@
 """The Redis cache under faults, through a TCP proxy: it degrades to misses, never raises, costs
-one socket timeout per outage (circuit breaker), and serves nothing stale after recovery."""
+one socket timeout per outage (circuit breaker), and serves nothing stale after recovery.
+
+The cooldowns run on a fake clock the tests advance (`FakeClock`); only the sockets' timeouts
+are real."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -17,7 +22,7 @@ from tests.support.services import REDIS_URL
 from tests.support.tcp_proxy import Mode, TcpProxy
 from tests.support.waiting import eventually
 
-from stockroom.adapters.cache import RedisProductCache
+from stockroom.adapters.cache import CacheOptions, RedisCache
 from stockroom.domain.errors import CacheUnavailable
 from stockroom.domain.ports import CachedProduct
 
@@ -30,6 +35,41 @@ TTL_SECONDS = 60
 
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class FakeClock:
+    """The breaker's clock and the repair loop's sleep: time passes only on `advance`."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._moved = asyncio.Event()
+        self._asleep = asyncio.Event()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+
+    async def sleep(self, seconds: float) -> None:
+        until = self.now + seconds
+        while self.now < until:
+            self._asleep.set()
+            await self._moved.wait()
+
+    async def advance_once_asleep(self, seconds: float) -> None:
+        """Advance once a task sleeps on this clock (the repair loop between tries)."""
+        async with asyncio.timeout(5):
+            await self._asleep.wait()
+        self._asleep.clear()
+        self.advance(seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
@@ -52,40 +92,42 @@ async def proxy(redis_client: Redis, prefix: str) -> AsyncIterator[TcpProxy]:
     await delete_prefix(redis_client, prefix)
 
 
-def adapter(url: str, prefix: str) -> RedisProductCache:
-    return RedisProductCache.from_url(
-        url,
+def adapter(url: str, prefix: str, clock: FakeClock | None = None) -> RedisCache:
+    options = CacheOptions(
         ttl_seconds=TTL_SECONDS,
         socket_timeout=SOCKET_TIMEOUT,
         breaker_cooldown=COOLDOWN,
         key_prefix=prefix,
     )
+    if clock is not None:
+        options = dataclasses.replace(options, clock=clock, sleep=clock.sleep)
+    return RedisCache.from_url(url, options)
 
 
 @pytest.fixture
-async def cache(proxy: TcpProxy, prefix: str) -> AsyncIterator[RedisProductCache]:
+async def cache(proxy: TcpProxy, prefix: str, clock: FakeClock) -> AsyncIterator[RedisCache]:
     """The instance under test, reaching Redis through the proxy the tests cut."""
-    instance = adapter(proxy.url, prefix)
+    instance = adapter(proxy.url, prefix, clock)
     yield instance
     await instance.close()
 
 
 @pytest.fixture
-async def other_instance(prefix: str) -> AsyncIterator[RedisProductCache]:
+async def other_instance(prefix: str) -> AsyncIterator[RedisCache]:
     """Another process's instance on the same keys, reaching Redis directly."""
     instance = adapter(REDIS_URL, prefix)
     yield instance
     await instance.close()
 
 
-async def cache_one(cache: RedisProductCache, product_id: int, body: bytes) -> None:
+async def cache_one(cache: RedisCache, product_id: int, body: bytes) -> None:
     await cache.fill(product_id, body, (await cache.read(product_id)).token)
     assert (await cache.read(product_id)).body == body
 
 
 @pytest.mark.parametrize("mode", ["refuse", "blackhole"])
 async def test_an_unreachable_redis_is_a_quick_miss_and_never_raises(
-    cache: RedisProductCache, proxy: TcpProxy, mode: Mode
+    cache: RedisCache, proxy: TcpProxy, mode: Mode
 ) -> None:
     await cache_one(cache, 1, b"cached")
     proxy.set_mode(mode)
@@ -103,7 +145,7 @@ async def test_an_unreachable_redis_is_a_quick_miss_and_never_raises(
 
 @pytest.mark.parametrize("mode", ["refuse", "blackhole"])
 async def test_a_cold_client_against_a_dead_redis_degrades_too(
-    cache: RedisProductCache, proxy: TcpProxy, mode: Mode
+    cache: RedisCache, proxy: TcpProxy, mode: Mode
 ) -> None:
     proxy.set_mode(mode)
     assert await cache.read(1) == CachedProduct(None, None)
@@ -112,7 +154,7 @@ async def test_a_cold_client_against_a_dead_redis_degrades_too(
 
 
 async def test_an_open_breaker_costs_one_timeout_not_one_per_read(
-    cache: RedisProductCache, proxy: TcpProxy
+    cache: RedisCache, proxy: TcpProxy
 ) -> None:
     await cache_one(cache, 1, b"cached")
     proxy.set_mode("blackhole")
@@ -133,7 +175,7 @@ async def test_an_open_breaker_costs_one_timeout_not_one_per_read(
 
 
 async def test_caching_resumes_after_the_cooldown(
-    cache: RedisProductCache, proxy: TcpProxy
+    cache: RedisCache, proxy: TcpProxy, clock: FakeClock
 ) -> None:
     proxy.set_mode("refuse")
     with structlog.testing.capture_logs() as logs:
@@ -141,7 +183,7 @@ async def test_caching_resumes_after_the_cooldown(
         assert (await cache.read(2)).token is None
         proxy.set_mode("forward")
         assert (await cache.read(2)).token is None  # still inside the cooldown
-        await asyncio.sleep(COOLDOWN * 1.5)
+        clock.advance(COOLDOWN * 1.5)
         await cache_one(cache, 2, b"back")
 
     events = [entry["event"] for entry in logs]
@@ -152,7 +194,7 @@ async def test_caching_resumes_after_the_cooldown(
 
 
 async def test_an_entry_invalidated_during_the_outage_is_not_served_after_it(
-    cache: RedisProductCache, proxy: TcpProxy, other_instance: RedisProductCache
+    cache: RedisCache, proxy: TcpProxy, other_instance: RedisCache, clock: FakeClock
 ) -> None:
     await cache_one(cache, 1, b"old row")
     await cache_one(cache, 2, b"unrelated")
@@ -164,7 +206,7 @@ async def test_an_entry_invalidated_during_the_outage_is_not_served_after_it(
     assert cache.lost_invalidations == {1}
     with structlog.testing.capture_logs() as logs:
         proxy.set_mode("forward")
-        await asyncio.sleep(COOLDOWN * 1.5)
+        clock.advance(COOLDOWN * 1.5)
         after = await cache.read(1)
     assert after.body is None
     assert cache.lost_invalidations == frozenset()
@@ -180,7 +222,7 @@ async def test_an_entry_invalidated_during_the_outage_is_not_served_after_it(
 
 
 async def test_an_idle_instance_bumps_the_epoch_itself_once_redis_is_back(
-    cache: RedisProductCache, proxy: TcpProxy, other_instance: RedisProductCache
+    cache: RedisCache, proxy: TcpProxy, other_instance: RedisCache, clock: FakeClock
 ) -> None:
     """A worker that lost its invalidation and then has no other job must not leave the
     API serving the old body until the TTL: it repairs in the background."""
@@ -189,32 +231,41 @@ async def test_an_idle_instance_bumps_the_epoch_itself_once_redis_is_back(
     await cache.invalidate(1)
     assert cache.lost_invalidations == {1}
     proxy.set_mode("forward")
+    await clock.advance_once_asleep(COOLDOWN * 1.5)
 
     async def other_sees_it_gone() -> bool:
         return (await other_instance.read(1)).body is None
 
-    await eventually(other_sees_it_gone, timeout=COOLDOWN * 10)
+    await eventually(other_sees_it_gone, timeout=5)
     assert cache.lost_invalidations == frozenset()
 
 
 async def test_a_repair_that_finds_redis_still_down_tries_again(
-    cache: RedisProductCache, proxy: TcpProxy
+    cache: RedisCache, proxy: TcpProxy, clock: FakeClock
 ) -> None:
     proxy.set_mode("refuse")
     await cache.invalidate(1)
-    await asyncio.sleep(COOLDOWN * 2.5)  # the repair's first tries fail
+    for _ in range(2):  # the repair's first tries fail
+        tries = metric("stockroom_cache_errors_total", operation="repair")
+        await clock.advance_once_asleep(COOLDOWN * 1.5)
+        await eventually(functools.partial(_repair_tried, tries), timeout=5, interval=0.01)
     assert cache.lost_invalidations == {1}
     proxy.set_mode("forward")
-    await eventually(lambda: _none_lost(cache), timeout=COOLDOWN * 10)
+    await clock.advance_once_asleep(COOLDOWN * 1.5)
+    await eventually(lambda: _none_lost(cache), timeout=5)
 
 
-async def _none_lost(cache: RedisProductCache) -> bool:
+async def _repair_tried(before: float) -> bool:
+    return metric("stockroom_cache_errors_total", operation="repair") > before
+
+
+async def _none_lost(cache: RedisCache) -> bool:
     return not cache.lost_invalidations
 
 
 async def test_an_instance_with_a_stale_epoch_still_invalidates_the_live_entry(
-    cache: RedisProductCache,
-    other_instance: RedisProductCache,
+    cache: RedisCache,
+    other_instance: RedisCache,
     redis_client: Redis,
     prefix: str,
 ) -> None:

@@ -10,7 +10,7 @@ import pytest
 from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
 from tests.support.services import REDIS_URL
 
-from stockroom.adapters.cache import build_product_cache
+from stockroom.adapters.cache import CacheOptions, build_product_cache
 
 pytestmark = pytest.mark.redis
 
@@ -19,7 +19,8 @@ async def test_three_hundred_concurrent_reads_all_hit() -> None:
     client = require_redis()
     prefix = unique_prefix()
     cache = build_product_cache(
-        REDIS_URL, ttl_seconds=60, socket_timeout=5.0, breaker_cooldown=30.0, key_prefix=prefix
+        REDIS_URL,
+        CacheOptions(ttl_seconds=60, socket_timeout=5.0, breaker_cooldown=30.0, key_prefix=prefix),
     )
     try:
         entry = await cache.read(1)

@@ -4,40 +4,41 @@ integration tests in tests/integration/test_near_cache.py)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 
 from stockroom.adapters.cache.invalidations import RespReader, encode_command
-from stockroom.adapters.cache.near import NearProductCache
-from stockroom.adapters.cache.redis import RedisProductCache
+from stockroom.adapters.cache.near import PRODUCT_KEYS, TOKEN_KEYS, NearCache
+from stockroom.adapters.cache.redis import RedisCache
 from stockroom.domain.ports import CachedProduct
 
 
 class ScriptedRedis:
-    """Stands in for RedisProductCache: a dict of bodies; `pause` holds reads mid-flight."""
+    """Stands in for RedisCache: a dict of bodies; `pause` holds reads mid-flight."""
 
     def __init__(self) -> None:
-        self.bodies: dict[int, bytes] = {}
+        self.bodies: dict[int | str, bytes] = {}
         self.reads = 0
         self.pause: asyncio.Event | None = None
         self.read_started = asyncio.Event()
-        self.lost_invalidations: frozenset[int] = frozenset()
+        self.lost_invalidations: frozenset[int | str] = frozenset()
 
-    async def read(self, product_id: int) -> CachedProduct:
+    async def read(self, key: int | str) -> CachedProduct:
         self.reads += 1
-        body = self.bodies.get(product_id)
+        body = self.bodies.get(key)
         self.read_started.set()
         if self.pause is not None:
             await self.pause.wait()
         return CachedProduct(body, "0.1")
 
-    async def fill(self, product_id: int, body: bytes, token: str | None) -> None:
-        self.bodies[product_id] = body
+    async def fill(self, key: int | str, body: bytes, token: str | None) -> None:
+        self.bodies[key] = body
 
-    async def invalidate(self, product_id: int) -> None:
-        self.bodies.pop(product_id, None)
+    async def invalidate(self, key: int | str) -> None:
+        self.bodies.pop(key, None)
 
     async def ping(self) -> None:
         return None
@@ -85,19 +86,23 @@ class Clock:
 
 
 def make_near(
-    redis: ScriptedRedis, clock: Clock | None = None, max_entries: int = 100
-) -> tuple[NearProductCache, ScriptedListener]:
+    redis: ScriptedRedis,
+    clock: Clock | None = None,
+    max_entries: int = 100,
+    keys: re.Pattern[str] = PRODUCT_KEYS,
+) -> tuple[NearCache, ScriptedListener]:
     made: list[ScriptedListener] = []
 
     def factory(on_message: Callable[[bytes], None], on_flush: Callable[[], None]) -> Any:
         made.append(ScriptedListener(on_message, on_flush))
         return made[-1]
 
-    near = NearProductCache(
-        cast(RedisProductCache, redis),
+    near = NearCache(
+        cast(RedisCache, redis),
         factory,
         ttl_seconds=60,
         max_entries=max_entries,
+        keys=keys,
         clock=clock or Clock(),
     )
     return near, made[0]
@@ -227,7 +232,7 @@ def test_resp_reader_parses_messages_split_anywhere() -> None:
         b"-ERR wrong\r\n"
     )
     expected = [
-        [b"subscribe", b"chan", b"1"],
+        [b"subscribe", b"chan", 1],
         [b"message", b"chan", b"42"],
         [b"pong", b""],
     ]
@@ -253,5 +258,35 @@ async def test_an_unreadable_message_drops_everything(payload: bytes) -> None:
     await near.read(1)
 
     listener.on_message(payload)
+
+    assert len(near) == 0
+
+
+HASH_A, HASH_B = "a" * 64, "b" * 64
+
+
+async def test_a_token_near_cache_drops_only_the_hash_named_by_a_message() -> None:
+    redis = ScriptedRedis()
+    redis.bodies.update({HASH_A: b"alice", HASH_B: b"bob"})
+    near, listener = make_near(redis, keys=TOKEN_KEYS)
+    await near.read(HASH_A)
+    await near.read(HASH_B)
+
+    listener.pending.append(HASH_A.encode())
+    redis.bodies[HASH_A] = b"alice, renamed"
+
+    assert (await near.read(HASH_A)).body == b"alice, renamed"
+    reads = redis.reads
+    assert (await near.read(HASH_B)).body == b"bob"  # still from memory
+    assert redis.reads == reads
+
+
+async def test_a_product_id_on_a_token_channel_drops_everything() -> None:
+    redis = ScriptedRedis()
+    redis.bodies[HASH_A] = b"alice"
+    near, listener = make_near(redis, keys=TOKEN_KEYS)
+    await near.read(HASH_A)
+
+    listener.on_message(b"42")
 
     assert len(near) == 0

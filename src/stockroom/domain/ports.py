@@ -83,6 +83,22 @@ class ProductCache(Protocol):
     async def close(self) -> None: ...
 
 
+class TokenCache(Protocol):
+    """Cache-aside store of the user behind a token, keyed by the token's full hash; never
+    raises. Same generation guard as `ProductCache`: a fill with a token read before an
+    invalidation is refused, so a revoked token stops working at once on every instance."""
+
+    async def read(self, token_hash: str) -> CachedProduct: ...
+
+    async def fill(self, token_hash: str, body: bytes, token: str | None) -> None:
+        """Store `body` unless `token_hash` was invalidated since `read` returned `token`."""
+        ...
+
+    async def invalidate(self, token_hash: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 AfterCommit = Callable[[], Awaitable[None]]
 
 

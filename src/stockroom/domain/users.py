@@ -20,7 +20,7 @@ from stockroom.domain.errors import (
 )
 from stockroom.domain.idempotency import FirstResponse, IdempotencyKey, Outcome, create_once
 from stockroom.domain.models import IssuedToken, User
-from stockroom.domain.ports import Lookups, ProductCache, UnitOfWork
+from stockroom.domain.ports import Lookups, TokenCache, UnitOfWork
 
 TOKEN_PREFIX = "sr_"  # noqa: S105 - a prefix, not a secret
 
@@ -54,7 +54,7 @@ async def _add_user(
     return user, await _issue_token(uow, user.id, name="initial")
 
 
-async def authenticate(lookups: Lookups, secret: str, cache: ProductCache | None = None) -> User:
+async def authenticate(lookups: Lookups, secret: str, cache: TokenCache | None = None) -> User:
     """The user owning `secret`; raises InvalidToken for unknown or revoked tokens.
 
     With a cache, a known token costs no database query: the entry (token hash -> user) is
@@ -78,10 +78,10 @@ async def authenticate(lookups: Lookups, secret: str, cache: ProductCache | None
     return user
 
 
-def token_cache_key(token_hash: str) -> int:
-    """The cache is keyed by integers: 63 bits of the hash (the entry holds the whole
-    hash, checked on every hit, so a collision can only cost a miss)."""
-    return int(token_hash[:16], 16) >> 1
+def token_cache_key(token_hash: str) -> str:
+    """The token cache is keyed by the whole hash (the entry holds it too, and a hit is
+    checked against it: a second guard that an entry answers only for its own token)."""
+    return token_hash
 
 
 def _user_to_json(user: User) -> bytes:
@@ -115,7 +115,7 @@ async def create_token(uow: UnitOfWork, user: User, name: str | None = None) -> 
 
 
 async def revoke_token(
-    uow: UnitOfWork, user: User, token_id: int, cache: ProductCache | None = None
+    uow: UnitOfWork, user: User, token_id: int, cache: TokenCache | None = None
 ) -> None:
     async with uow:
         token_hash = await uow.tokens.delete(user.id, token_id)
@@ -132,7 +132,7 @@ async def replace_named_tokens(
     name: str,
     *,
     revoke: Sequence[str] = (),
-    cache: ProductCache | None = None,
+    cache: TokenCache | None = None,
 ) -> IssuedToken:
     """Issue a token named `name` in place of the user's tokens named `name` (and those
     named in `revoke`), in one transaction: the old ones stop working at once."""

@@ -1,5 +1,5 @@
 """Cached bodies held in process memory: a time-to-live and a least-recently-used bound.
-Shared by `MemoryProductCache` and `NearProductCache`; not thread-safe (they lock around it)."""
+Shared by `MemoryCache` and `NearCache`; not thread-safe (they lock around it)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ class ExpiringBodies:
         self._ttl = ttl_seconds
         self._max = max_entries
         self._clock = clock
-        self._entries: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: int) -> bytes | None:
+    def get(self, key: str) -> bytes | None:
         """The live body under `key` (now the most recently used), or None."""
         entry = self._entries.get(key)
         if entry is None:
@@ -28,13 +28,13 @@ class ExpiringBodies:
         self._entries.move_to_end(key)
         return entry[0]
 
-    def put(self, key: int, body: bytes) -> None:
+    def put(self, key: str, body: bytes) -> None:
         self._entries[key] = (body, self._clock() + self._ttl)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
-    def pop(self, key: int) -> None:
+    def pop(self, key: str) -> None:
         self._entries.pop(key, None)
 
     def clear(self) -> None:

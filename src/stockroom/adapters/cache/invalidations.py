@@ -1,6 +1,6 @@
 """The invalidation channel of the near-cache: one Redis pub/sub subscription per cache.
 
-Every invalidation (`RedisProductCache.invalidate`) publishes the id on the cache's channel in
+Every invalidation (`RedisCache.invalidate`) publishes the key on the cache's channel in
 the same Lua script that deletes the body; an epoch bump publishes `*`. Each process keeps one
 non-blocking socket subscribed to that channel and applies what arrives:
 
@@ -16,8 +16,10 @@ unanswered for `timeout` seconds) `healthy` is False and the near-cache neither 
 stores. Every (re)connection and every loss calls `on_flush` so entries kept while messages may
 have been missed are dropped.
 
-A hand-written RESP2 reader on a plain socket, not redis-py's PubSub: the drain must run
-without awaiting, and only `message`, `subscribe` and `pong` replies ever arrive here.
+Not redis-py's asyncio PubSub: the drain must run without awaiting, so it reads the socket
+itself (plain TCP or TLS, whichever the URL names) and parses with hiredis, the parser redis-py
+uses when it is installed. redis-py's own (blocking) connection opens that socket, in a thread,
+so the URL means the same here as for the cache's client: TLS settings, AUTH, timeouts.
 """
 
 from __future__ import annotations
@@ -25,11 +27,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import Callable
-from urllib.parse import unquote, urlsplit
+from typing import cast
 
+import hiredis
 import structlog
+from redis import ConnectionPool
+from redis.backoff import NoBackoff
+from redis.connection import AbstractConnection
+from redis.exceptions import RedisError
+from redis.retry import Retry
 
 log = structlog.get_logger(__name__)
 
@@ -45,57 +54,26 @@ def encode_command(*parts: str | bytes) -> bytes:
     return b"".join(out)
 
 
-class _Incomplete(Exception):
-    pass
-
-
 class RespReader:
-    """Incremental RESP2 parser: `feed()` bytes, `values()` yields each complete reply."""
+    """RESP replies parsed by hiredis: `feed()` bytes, `values()` returns each complete reply
+    (an error reply as a `RedisReplyError` value; bulk strings as bytes, integers as int).
+
+    Raises:
+        hiredis.ProtocolError: the stream is not RESP.
+    """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._reader = hiredis.Reader(replyError=RedisReplyError)
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
+        self._reader.feed(data)
 
     def values(self) -> list[object]:
         found: list[object] = []
-        while self._buffer:
-            try:
-                value, end = self._parse(0)
-            except _Incomplete:
-                break
-            del self._buffer[:end]
+        reader = self._reader
+        while (value := reader.gets()) is not False:
             found.append(value)
         return found
-
-    def _line(self, start: int) -> tuple[bytes, int]:
-        end = self._buffer.find(b"\r\n", start)
-        if end < 0:
-            raise _Incomplete
-        return bytes(self._buffer[start + 1 : end]), end + 2
-
-    def _parse(self, start: int) -> tuple[object, int]:
-        kind = bytes(self._buffer[start : start + 1])
-        line, after = self._line(start)
-        if kind in (b"+", b":"):
-            return line, after
-        if kind == b"-":
-            return RedisReplyError(line.decode(errors="replace")), after
-        if kind == b"$":
-            size = int(line)
-            if size < 0:
-                return None, after
-            if len(self._buffer) < after + size + 2:
-                raise _Incomplete
-            return bytes(self._buffer[after : after + size]), after + size + 2
-        if kind == b"*":
-            items: list[object] = []
-            for _ in range(max(int(line), 0)):
-                item, after = self._parse(after)
-                items.append(item)
-            return items, after
-        raise ValueError(f"unexpected RESP type byte {kind!r}")
 
 
 class RedisReplyError(Exception):
@@ -114,10 +92,15 @@ class InvalidationListener:
         on_flush: Callable[[], None],
         timeout: float,
     ) -> None:
-        parts = urlsplit(url)
-        self._address = (parts.hostname or "127.0.0.1", parts.port or 6379)
-        self._username = unquote(parts.username) if parts.username else None
-        self._password = unquote(parts.password) if parts.password else None
+        # Parsed as the cache's client parses it; only its connection class and arguments
+        # are used (the listener owns one connection at a time, outside any pool).
+        self._pool = ConnectionPool.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._connection: AbstractConnection | None = None
         self._channel = channel.encode()
         self._on_message = on_message
         self._on_flush = on_flush
@@ -183,7 +166,7 @@ class InvalidationListener:
         while True:
             try:
                 data = sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             except OSError as exc:
                 self._lose(f"recv failed: {exc}")
@@ -194,11 +177,13 @@ class InvalidationListener:
             self._reader.feed(data)
             try:
                 values = self._reader.values()
-            except ValueError as exc:
-                self._lose(str(exc))
+            except hiredis.ProtocolError as exc:
+                self._lose(f"unreadable reply: {exc}")
                 return
             for value in values:
                 self._handle(value)
+                if self._sock is not sock:
+                    return  # lost on an error reply
 
     def _handle(self, value: object) -> None:
         if isinstance(value, RedisReplyError):
@@ -229,12 +214,13 @@ class InvalidationListener:
 
     def _disconnect(self) -> None:
         sock, self._sock = self._sock, None
+        connection, self._connection = self._connection, None
         self._healthy = False
         self._reader = RespReader()
-        if sock is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(sock.fileno())
-            sock.close()
+        if sock is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(sock.fileno())
+        if connection is not None:
+            _close(connection)
 
     async def _keep_subscribed(self) -> None:
         delay = 0.1
@@ -245,30 +231,35 @@ class InvalidationListener:
                 await self._watch()
             except asyncio.CancelledError:
                 raise
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, RedisError) as exc:
                 self._lose(f"connect failed: {exc}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RECONNECT_DELAY_SECONDS)
 
     async def _connect(self) -> None:
+        """Connect, authenticate (and shake hands over TLS) with redis-py, then subscribe."""
         assert self._loop is not None
         self._lost.clear()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
+        pool = self._pool
+        connection = cast(AbstractConnection, pool.connection_class(**pool.connection_kwargs))
+        # Blocking, so in a thread; each step is bounded by the socket timeouts. If we are
+        # cancelled meanwhile, the thread's connection is closed once it is done with it.
+        connecting = asyncio.ensure_future(asyncio.to_thread(connection.connect))
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._loop.sock_connect(sock, self._address)
-        except BaseException:
-            sock.close()
+            await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            connecting.add_done_callback(_close_when_done(connection))
             raise
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            _close(connection)
+            raise
+        self._connection = connection
+        sock: socket.socket | None = connection._sock  # from now on, read and written by us only
+        if sock is None:
+            raise ConnectionError("redis-py connected without a socket")
+        sock.setblocking(False)
         self._sock = sock
-        commands = b""
-        if self._password is not None:
-            auth = (self._username, self._password) if self._username else (self._password,)
-            commands += encode_command("AUTH", *auth)
-        commands += encode_command("SUBSCRIBE", self._channel)
-        sock.send(commands)  # a few dozen bytes into an empty socket buffer
+        sock.send(encode_command("SUBSCRIBE", self._channel))  # into an empty socket buffer
         self._loop.add_reader(sock.fileno(), self.drain)
 
     async def _watch(self) -> None:
@@ -292,3 +283,16 @@ class InvalidationListener:
                 except OSError as exc:
                     self._lose(f"send failed: {exc}")
                     return
+
+
+def _close(connection: AbstractConnection) -> None:
+    connection.disconnect()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+
+
+def _close_when_done(connection: AbstractConnection) -> Callable[[asyncio.Future[None]], None]:
+    def close(done: asyncio.Future[None]) -> None:
+        if not done.cancelled():
+            done.exception()  # retrieved, so a failed connect is not reported as unhandled
+        _close(connection)
+
+    return close

@@ -1,8 +1,10 @@
-"""`ProductCache` on Redis: cache-aside with generation tokens, a circuit breaker and an epoch.
+"""The cache on Redis: cache-aside with generation tokens, a circuit breaker and an epoch.
 
-Keys (under `key_prefix`): `product:{epoch}:{id}` holds the body, `gen:{id}` the generation
-last given to the product (fresh values from the global `generation` counter, so a generation
-never repeats even after `gen:{id}` expires), and `epoch` is bumped to orphan every body at once.
+Keys (under `key_prefix`, one per cache): `{namespace}:{epoch}:{key}` holds the body (namespace
+`product` or `token`), `gen:{key}` the generation last given to the key (fresh values from the
+global `generation` counter, so a generation never repeats even after `gen:{key}` expires), and
+`epoch` is bumped to orphan every body at once. A key is any string (`str(product_id)`, a token
+hash); it is published as is on invalidation, so it must not be `*`.
 A token is `"{epoch}.{generation}"`; `fill` stores only while both still match, atomically in Lua,
 so a row read before a write can never be cached after that write's invalidation.
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -32,14 +34,16 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from stockroom.adapters.cache.breaker import CircuitBreaker
+from stockroom.adapters.cache.keyed import Key
 from stockroom.adapters.cache.metrics import CACHE_BREAKER_OPEN, CACHE_ERRORS, CACHE_REQUESTS
+from stockroom.adapters.cache.options import CacheOptions
 from stockroom.domain.errors import CacheUnavailable
 from stockroom.domain.ports import CachedProduct
 
 GENERATION_TTL_SECONDS = 86_400
-"""How long `gen:{id}` outlives its last invalidation; must exceed any read-to-fill delay."""
+"""How long `gen:{key}` outlives its last invalidation; must exceed any read-to-fill delay."""
 
-# KEYS: body (token's epoch), gen:{id}, epoch. ARGV: generation, epoch, body, ttl.
+# KEYS: body (token's epoch), gen:{key}, epoch. ARGV: generation, epoch, body, ttl.
 _FILL_LUA = """
 if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[2] then return 0 end
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
@@ -47,9 +51,9 @@ redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
 return 1
 """
 
-# KEYS: epoch, generation counter, gen:{id}. ARGV: body key prefix, id, generation ttl,
+# KEYS: epoch, generation counter, gen:{key}. ARGV: body key prefix, key, generation ttl,
 # invalidation channel. The body key is built here from the live epoch, so a stale in-memory
-# epoch cannot miss it; the id is published for the near-caches of every process.
+# epoch cannot miss it; the key is published for the near-caches of every process.
 _INVALIDATE_LUA = """
 local epoch = redis.call('GET', KEYS[1]) or '0'
 local generation = redis.call('INCR', KEYS[2])
@@ -82,8 +86,8 @@ def _text(value: bytes | str | None) -> str:
 MAX_CONNECTIONS = 64  # per process; more than one event loop keeps busy
 
 
-class RedisProductCache:
-    """The production `ProductCache`; every method degrades to a miss or a no-op on failure."""
+class RedisCache:
+    """The production cache; every method degrades to a miss or a no-op on failure."""
 
     def __init__(
         self,
@@ -92,16 +96,20 @@ class RedisProductCache:
         ttl_seconds: int,
         breaker: CircuitBreaker,
         key_prefix: str = "stockroom:",
+        namespace: str = "product",
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._client = client
         self._ttl = ttl_seconds
         self._breaker = breaker
         self._prefix = key_prefix
+        self._body_prefix = f"{key_prefix}{namespace}:"
         self._epoch_key = f"{key_prefix}epoch"
         self._counter_key = f"{key_prefix}generation"
         self.channel = f"{key_prefix}invalidations"
+        self._sleep = sleep
         self._epoch = "0"
-        self._lost: set[int] = set()
+        self._lost: set[Key] = set()
         self._bump_lock = asyncio.Lock()
         self._repair: asyncio.Task[None] | None = None
         self._fill_script = client.register_script(_FILL_LUA)
@@ -109,44 +117,44 @@ class RedisProductCache:
         self._bump_script = client.register_script(_BUMP_EPOCH_LUA)
 
     @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        ttl_seconds: int,
-        socket_timeout: float,
-        breaker_cooldown: float,
-        key_prefix: str = "stockroom:",
-    ) -> RedisProductCache:
+    def from_url(cls, url: str, options: CacheOptions, *, namespace: str = "product") -> RedisCache:
         """Build the client without connecting; no retries, so one failure costs one timeout.
 
         A blocking pool: past `MAX_CONNECTIONS` calls in flight, a call waits (up to the
         socket timeout) for a connection, where redis-py's default pool raises at once, and
         a burst of traffic would open the breaker and send every request to the database.
         """
+        timeout = options.socket_timeout
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=MAX_CONNECTIONS,
-            timeout=socket_timeout,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
         )
         client = Redis.from_pool(pool)
-        breaker = CircuitBreaker(cooldown=breaker_cooldown)
-        return cls(client, ttl_seconds=ttl_seconds, breaker=breaker, key_prefix=key_prefix)
+        breaker = CircuitBreaker(cooldown=options.breaker_cooldown, clock=options.clock)
+        return cls(
+            client,
+            ttl_seconds=options.ttl_seconds,
+            breaker=breaker,
+            key_prefix=options.key_prefix,
+            namespace=namespace,
+            sleep=options.sleep,
+        )
 
     @property
-    def lost_invalidations(self) -> frozenset[int]:
-        """Ids whose invalidation has not reached Redis yet (cleared by the epoch bump)."""
+    def lost_invalidations(self) -> frozenset[Key]:
+        """Keys whose invalidation has not reached Redis yet (cleared by the epoch bump)."""
         return frozenset(self._lost)
 
-    async def read(self, product_id: int) -> CachedProduct:
+    async def read(self, key: Key) -> CachedProduct:
         epoch = self._epoch
         try:
             async with self._guarded("read"):
                 body, generation, live_epoch = await self._client.mget(
-                    self._body_key(epoch, product_id), self._gen_key(product_id), self._epoch_key
+                    self._body_key(epoch, key), self._gen_key(key), self._epoch_key
                 )
         except CacheUnavailable:
             CACHE_REQUESTS.labels(result="error").inc()
@@ -162,28 +170,23 @@ class RedisProductCache:
         CACHE_REQUESTS.labels(result="hit").inc()
         return CachedProduct(body.encode() if isinstance(body, str) else body, token)
 
-    async def fill(self, product_id: int, body: bytes, token: str | None) -> None:
+    async def fill(self, key: Key, body: bytes, token: str | None) -> None:
         epoch, dot, generation = (token or "").partition(".")
         if not dot:
             return
-        keys = [self._body_key(epoch, product_id), self._gen_key(product_id), self._epoch_key]
+        keys = [self._body_key(epoch, key), self._gen_key(key), self._epoch_key]
         with contextlib.suppress(CacheUnavailable):
             async with self._guarded("fill"):
                 await self._fill_script(keys=keys, args=[generation, epoch, body, self._ttl])
 
-    async def invalidate(self, product_id: int) -> None:
-        keys = [self._epoch_key, self._counter_key, self._gen_key(product_id)]
-        args: list[str | int] = [
-            f"{self._prefix}product:",
-            product_id,
-            GENERATION_TTL_SECONDS,
-            self.channel,
-        ]
+    async def invalidate(self, key: Key) -> None:
+        keys = [self._epoch_key, self._counter_key, self._gen_key(key)]
+        args: list[str | int] = [self._body_prefix, str(key), GENERATION_TTL_SECONDS, self.channel]
         try:
             async with self._guarded("invalidate"):
                 self._epoch = _text(await self._invalidate_script(keys=keys, args=args))
         except CacheUnavailable:
-            self._lost.add(product_id)
+            self._lost.add(key)
             self._repair_in_background()
 
     async def ping(self) -> None:
@@ -197,11 +200,11 @@ class RedisProductCache:
                 await self._repair
         await self._client.aclose()
 
-    def _body_key(self, epoch: str, product_id: int) -> str:
-        return f"{self._prefix}product:{epoch}:{product_id}"
+    def _body_key(self, epoch: str, key: Key) -> str:
+        return f"{self._body_prefix}{epoch}:{key}"
 
-    def _gen_key(self, product_id: int) -> str:
-        return f"{self._prefix}gen:{product_id}"
+    def _gen_key(self, key: Key) -> str:
+        return f"{self._prefix}gen:{key}"
 
     @contextlib.asynccontextmanager
     async def _guarded(self, operation: str) -> AsyncIterator[None]:
@@ -248,7 +251,7 @@ class RedisProductCache:
 
     async def _repair_lost(self) -> None:
         while self._lost:
-            await asyncio.sleep(self._breaker.cooldown)
+            await self._sleep(self._breaker.cooldown)
             with contextlib.suppress(CacheUnavailable):
                 async with self._guarded("repair"):
                     pass  # entering bumps the epoch first, while invalidations are lost

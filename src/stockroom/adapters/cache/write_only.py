@@ -1,31 +1,36 @@
-"""`ProductCache` that serves nothing but still invalidates: `STOCKROOM_CACHE_PRODUCTS=false`.
+"""A cache that serves nothing but still invalidates: `none://`, `STOCKROOM_CACHE_PRODUCTS=false`.
 
-Product responses are then always read from the database, while the shared cache stays
-correct for any process that does serve from it: during a rolling change of the setting,
-or for a fleet where only some processes turn it off, every write still invalidates."""
+With `shared` (the product cache off): product responses are always read from the database,
+while the shared cache stays correct for any process that does serve from it: during a rolling
+change of the setting, or for a fleet where only some processes turn it off, every write still
+invalidates. Without (`none://`): nothing is cached anywhere, the baseline of the uncached path."""
 
 from __future__ import annotations
 
-from stockroom.domain.ports import CachedProduct, ProductCache
+from stockroom.adapters.cache.keyed import Key, KeyedCache
+from stockroom.domain.ports import CachedProduct
 
 
-class WriteOnlyProductCache:
-    """Reads always miss without a token (so nothing is filled); invalidations go through."""
+class WriteOnlyCache:
+    """Reads always miss without a token (so nothing is filled); invalidations go to `shared`."""
 
-    def __init__(self, shared: ProductCache) -> None:
+    def __init__(self, shared: KeyedCache | None) -> None:
         self._shared = shared
 
-    async def read(self, product_id: int) -> CachedProduct:
+    async def read(self, key: Key) -> CachedProduct:
         return CachedProduct(None, None)
 
-    async def fill(self, product_id: int, body: bytes, token: str | None) -> None:
+    async def fill(self, key: Key, body: bytes, token: str | None) -> None:
         return None
 
-    async def invalidate(self, product_id: int) -> None:
-        await self._shared.invalidate(product_id)
+    async def invalidate(self, key: Key) -> None:
+        if self._shared is not None:
+            await self._shared.invalidate(key)
 
     async def ping(self) -> None:
-        await self._shared.ping()
+        if self._shared is not None:
+            await self._shared.ping()
 
     async def close(self) -> None:
-        await self._shared.close()
+        if self._shared is not None:
+            await self._shared.close()
