@@ -81,7 +81,10 @@ class Services:
             store=self.store,
             cache=self.cache,
             fetcher=ImageFetcher(
-                AddressPolicy(allow_private=self.settings.allow_private_networks),
+                AddressPolicy(
+                    allow_private=self.settings.allow_private_networks,
+                    allowed_endpoints=self.settings.fetch_allowed_endpoints,
+                ),
                 max_bytes=self.settings.max_image_bytes,
                 timeout=self.settings.fetch_timeout_seconds,
                 max_redirects=self.settings.max_redirects,

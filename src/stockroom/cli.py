@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import os
+import socket
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import version as package_version
 from typing import Annotated
 
 import typer
@@ -12,16 +16,21 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from stockroom.adapters.storage import FileImageStore
 from stockroom.bootstrap import bootstrap, shutdown
 from stockroom.config import Settings, get_settings
 from stockroom.db.migrate import upgrade
+from stockroom.demo import FOLDER, OTHER_PHOTO, PRODUCT_PHOTO, install_photos
+from stockroom.demo.product import SKU, announce_in_background
 from stockroom.domain import image_jobs
 from stockroom.domain import users as user_service
 from stockroom.domain.errors import EmailTaken
 from stockroom.domain.models import ImageJob, IssuedToken, User
 from stockroom.logs import configure_logging
 
-app = typer.Typer(help="Stockroom: product catalog with an asynchronous image pipeline.")
+app = typer.Typer(
+    help="Stockroom: product catalog with an asynchronous image pipeline.", no_args_is_help=True
+)
 users_app = typer.Typer(help="Manage users and their API tokens.")
 dlq_app = typer.Typer(help="Inspect and redrive dead-lettered image jobs.")
 jobs_app = typer.Typer(help="Image jobs that are not finished.")
@@ -34,6 +43,25 @@ DEMO_EMAIL = "demo@stockroom.local"
 _OPERATOR = User(
     id=0, email="operator@localhost", name="cli", is_admin=True, created_at=datetime.now(UTC)
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"stockroom {package_version('stockroom')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    # The options of `stockroom` itself; the app's help says what it is.
+    pass
 
 
 @app.command()
@@ -62,12 +90,18 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option(help="API processes.")] = 1,
-    demo: Annotated[bool, typer.Option(help="Create a demo admin and print a token.")] = False,
+    demo: Annotated[
+        bool,
+        typer.Option(help="Create a demo admin (printing a token) and a demo product."),
+    ] = False,
 ) -> None:
     """Start the API; in embedded mode (SQLite) migrate first."""
     settings = get_settings()
+    base = f"http://{host}:{port}"
     if demo:
         _refuse_demo_outside_development(settings)
+        base = _demo_origin(host, port)
+        settings = _with_demo_origin(settings, base)
     if workers > 1 and (settings.is_embedded_broker or settings.cache_url.startswith("memory:")):
         console.print(
             "[red]--workers > 1 needs a shared broker and cache (amqp://, redis://): "
@@ -78,7 +112,10 @@ def serve(
         upgrade(settings.database_url)
     if demo:
         user, issued = asyncio.run(_demo_user(settings))
-        _print_quickstart(host, port, issued.secret, user)
+        photos = _install_demo_photos(settings, base)
+        _print_quickstart(base, issued.secret, user, photos)
+        if photos is not None:
+            announce_in_background(base, issued.secret, f"{photos}/{PRODUCT_PHOTO}", typer.echo)
     # uvicorn's own lines ("Started server process"...) go through our handler, in our
     # format: log_config=None keeps uvicorn from installing its plain-text handlers, in
     # this process and in the --workers children (whose create_app configures the same).
@@ -108,6 +145,49 @@ def _refuse_demo_outside_development(settings: Settings) -> None:
             soft_wrap=True,
         )
         raise typer.Exit(2)
+
+
+def _demo_origin(host: str, port: int) -> str:
+    """`http://<ip>:<port>`, where this process is reached: an IP literal, since the download
+    allowance is by address (loopback for a wildcard bind such as 0.0.0.0)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            console.print(f"[red]cannot resolve --host {host!r}: {exc}[/red]")
+            raise typer.Exit(2) from exc
+        ip = ipaddress.ip_address(str(found[0][4][0]).split("%")[0])
+    if ip.is_unspecified:
+        ip = ipaddress.ip_address("127.0.0.1" if ip.version == 4 else "::1")
+    return f"http://[{ip}]:{port}" if ip.version == 6 else f"http://{ip}:{port}"
+
+
+def _with_demo_origin(settings: Settings, origin: str) -> Settings:
+    """Let the guarded download fetch from this process, that origin only, and hand out
+    /media URLs on it unless STOCKROOM_PUBLIC_BASE_URL says otherwise. Through the
+    environment: the app (and any --workers child) reads its settings from it."""
+    os.environ["STOCKROOM_FETCH_ALLOWED_ORIGINS"] = ",".join(
+        dict.fromkeys((*settings.fetch_allowed_origins, origin))
+    )
+    if "public_base_url" not in settings.model_fields_set:
+        os.environ["STOCKROOM_PUBLIC_BASE_URL"] = origin
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def _install_demo_photos(settings: Settings, base: str) -> str | None:
+    """Copy the demo photos where /media serves them: their URL folder, or None (S3)."""
+    if not settings.storage_url.startswith("file:"):
+        console.print(
+            "[yellow]--demo makes no demo product with S3 storage: its photo is served "
+            "from file:// storage under /media[/yellow]"
+        )
+        return None
+    store = FileImageStore.from_url(settings.storage_url, settings.public_base_url)
+    install_photos(store.root)
+    return f"{base}/media/{FOLDER}"
 
 
 @app.command()
@@ -296,17 +376,25 @@ async def _demo_user(settings: Settings) -> tuple[User, IssuedToken]:
         await shutdown(services)
 
 
-def _print_quickstart(host: str, port: int, token: str, user: User) -> None:
+def _print_quickstart(base: str, token: str, user: User, photos: str | None) -> None:
     """Plain text on stdout: rich would wrap the curl lines at 80 columns in a pipe."""
-    base = f"http://{host}:{port}"
+    images = f'["{photos}/{OTHER_PHOTO}"]' if photos is not None else "[]"
+    product = (
+        f"demo product {SKU}, with a photo this process serves itself:\n"
+        f"  {photos}/{PRODUCT_PHOTO}\n"
+        "(its compressed URL is printed here once the image is processed)\n\n"
+        if photos is not None
+        else ""
+    )
     typer.echo(
         f"\nStockroom on {base}  (API docs: {base}/docs)\n"
         f"demo admin {user.email}, token:\n  {token}\n\n"
+        f"{product}"
         "Try:\n"
         f"  export TOKEN={token}\n"
         f'  curl -s -X POST {base}/products -H "Authorization: Bearer $TOKEN" \\\n'
         "       -H 'Content-Type: application/json' \\\n"
-        '       -d \'{"product_name": "Desk lamp", "product_price": "19.99", '
-        '"product_images": []}\'\n'
+        '       -d \'{"product_name": "Leaf poster", "product_price": "19.99",\n'
+        f'            "product_images": {images}}}\'\n'
         f'  curl -s {base}/products -H "Authorization: Bearer $TOKEN"\n'
     )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
-from typing import Literal
+import ipaddress
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _PLACEHOLDER_SECRETS = {"", "changeme", "whsec_changeme"}
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Settings(BaseSettings):
@@ -30,6 +33,9 @@ class Settings(BaseSettings):
     storage_url: str = "file://./media"
     public_base_url: str = "http://127.0.0.1:8000"
     allow_private_networks: bool = False
+    # Comma-separated http(s)://<ip>:<port> origins the guarded download may fetch from
+    # although they are private (`serve --demo` adds its own); see docs/configuration.md.
+    fetch_allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
     jpeg_quality: int = Field(50, ge=1, le=100)
     max_image_bytes: int = Field(25 * 1024 * 1024, ge=1)
@@ -80,6 +86,18 @@ class Settings(BaseSettings):
                 return driver + url[len(plain) :]
         return url
 
+    @field_validator("fetch_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("fetch_allowed_origins")
+    @classmethod
+    def _canonical_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_canonical_origin(origin) for origin in origins)
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_trailing_slash(cls, url: str) -> str:
@@ -116,6 +134,38 @@ class Settings(BaseSettings):
     @property
     def is_embedded_broker(self) -> bool:
         return self.broker_url.startswith("memory://")
+
+    @property
+    def fetch_allowed_endpoints(self) -> frozenset[tuple[IPAddress, int]]:
+        """The (address, port) pairs of `fetch_allowed_origins`, as the download vets them."""
+        found: set[tuple[IPAddress, int]] = set()
+        for origin in self.fetch_allowed_origins:  # canonical: scheme://ip:port
+            host, _, port = origin.partition("://")[2].rpartition(":")
+            found.add((ipaddress.ip_address(host.strip("[]")), int(port)))
+        return frozenset(found)
+
+
+def _canonical_origin(origin: str) -> str:
+    """`scheme://ip:port` with the port spelled out, or ValueError: an origin names an IP
+    literal (a name could resolve elsewhere later) and nothing after the port."""
+    default_port = {"http": 80, "https": 443}
+    try:
+        parts = urlsplit(origin)
+        port = default_port.get(parts.scheme) if parts.port is None else parts.port
+    except ValueError as exc:
+        raise ValueError(f"{origin!r} is not an origin: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port:
+        raise ValueError(f"{origin!r} is not an http(s)://<ip>:<port> origin")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{origin!r} has more than scheme, address and port")
+    try:
+        ip = ipaddress.ip_address(parts.hostname)
+    except ValueError as exc:
+        raise ValueError(f"{origin!r}: the host must be an IP address, not a name") from exc
+    if ip.is_unspecified or ip.is_multicast:
+        raise ValueError(f"{origin!r}: {ip} is not a unicast address")
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"{parts.scheme}://{host}:{port}"
 
 
 @functools.cache

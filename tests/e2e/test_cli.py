@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import pyvips
 
 from stockroom.bootstrap import bootstrap, shutdown
 from stockroom.cli import _demo_user
@@ -18,9 +22,12 @@ from stockroom.db.migrate import upgrade
 from stockroom.domain import users
 from stockroom.domain.errors import InvalidToken
 from stockroom.domain.models import User
+from tests.support.services import free_port
 from tests.support.settings import make_settings
 
 STOCKROOM = Path(sys.executable).with_name("stockroom")
+# What `serve --demo` prints once the demo image is processed (or not): its first line.
+OUTCOME = re.compile(r"demo product (\d+ \(DEMO-1\)|:)")
 
 
 def run(
@@ -116,3 +123,84 @@ async def _authenticate(settings: Settings, secret: str) -> User:
         return await users.authenticate(services.lookups, secret)
     finally:
         await shutdown(services)
+
+
+def test_stockroom_alone_prints_the_help(tmp_path: Path) -> None:
+    result = run(tmp_path)
+
+    # Click answers a bare group with its help and the usage-error code.
+    assert result.returncode == 2
+    help_text = result.stdout + result.stderr
+    assert "Usage: stockroom" in help_text
+    for command in ("serve", "worker", "migrate", "users", "dlq", "jobs"):
+        assert command in help_text
+
+
+def test_version_prints_the_installed_version(tmp_path: Path) -> None:
+    result = run(tmp_path, "--version")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"stockroom {version('stockroom')}\n"
+
+
+@pytest.mark.slow
+def test_serve_demo_processes_its_own_photo_once_per_database(tmp_path: Path) -> None:
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+
+    first = serve_demo_until_announced(tmp_path, port)
+    again = serve_demo_until_announced(tmp_path, port)
+
+    assert f"{origin}/media/demo/colorful-cups.jpg" in first
+    [first_line, compressed] = announcement(first)
+    assert first_line == "demo product 1 (DEMO-1) is ready; its compressed image:"
+    assert compressed.startswith(f"{origin}/media/img/")
+    assert announcement(again) == [first_line, compressed]  # the same product, not a second
+    photo = (tmp_path / "media" / compressed.removeprefix(f"{origin}/media/")).read_bytes()
+    upright = pyvips.Image.new_from_buffer(photo, "")
+    # The shipped photo is stored 1200x1600 with EXIF orientation 6: auto-oriented.
+    assert (upright.get("vips-loader"), upright.width, upright.height) == (
+        "jpegload_buffer",
+        1600,
+        1200,
+    )
+
+
+def serve_demo_until_announced(tmp_path: Path, port: int) -> str:
+    """Run `serve --demo` until it prints the demo image's outcome; its stdout so far."""
+    env = {
+        **os.environ,
+        "STOCKROOM_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "STOCKROOM_STORAGE_URL": f"file://{tmp_path / 'media'}",
+        "STOCKROOM_LOG_LEVEL": "WARNING",
+    }
+    log = tmp_path / "serve.log"
+    with (
+        log.open("w") as stderr,
+        subprocess.Popen(
+            [str(STOCKROOM), "serve", "--demo", "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        ) as server,
+    ):
+        assert server.stdout is not None
+        lines: list[str] = []
+        try:
+            for line in server.stdout:  # the test's timeout bounds this
+                lines.append(line)
+                if len(lines) > 1 and OUTCOME.match(lines[-2]):  # and the line after it
+                    break
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=30)
+    stdout = "".join(lines)
+    assert OUTCOME.search(stdout), f"no outcome printed; stderr ends:\n{log.read_text()[-2000:]}"
+    return stdout
+
+
+def announcement(stdout: str) -> list[str]:
+    lines = stdout.splitlines()
+    [start] = [i for i, line in enumerate(lines) if OUTCOME.match(line)]
+    return [line.strip() for line in lines[start : start + 2]]

@@ -1,7 +1,8 @@
 """Which network addresses Stockroom may fetch from or call back to (SSRF defence).
 
-Only public unicast addresses are allowed unless the policy allows private networks. Hosts are
-resolved once and every address is vetted; `fetch.py` then connects to a vetted address only.
+Only public unicast addresses are allowed unless the policy allows private networks, or names
+the exact (address, port) as an allowed endpoint. Hosts are resolved once and every address is
+vetted; `fetch.py` then connects to a vetted address only.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -77,10 +78,13 @@ def is_public(ip: IPAddress) -> bool:
 @dataclass(frozen=True)
 class AddressPolicy:
     """What may be connected to. `also_allow` networks count as public (tests use it to
-    serve from 127.0.0.2 while 127.0.0.1 stays refused); `resolve` is injectable for tests."""
+    serve from 127.0.0.2 while 127.0.0.1 stays refused); `allowed_endpoints` admits one
+    (address, port) each, whatever the address (`serve --demo` fetches from itself this way,
+    STOCKROOM_FETCH_ALLOWED_ORIGINS); `resolve` is injectable for tests."""
 
     allow_private: bool = False
     also_allow: Sequence[IPNetwork] = ()
+    allowed_endpoints: Collection[tuple[IPAddress, int]] = ()
     resolve: Resolver = field(default=system_resolver)
 
     def permits(self, ip: IPAddress) -> bool:
@@ -91,7 +95,9 @@ class AddressPolicy:
             return not (ip.is_unspecified or ip.is_multicast)
         return is_public(ip)
 
-    def vet(self, ip: IPAddress, host: str) -> None:
+    def vet(self, ip: IPAddress, host: str, port: int | None = None) -> None:
+        if port is not None and (ip, port) in self.allowed_endpoints:
+            return
         if not self.permits(ip):
             raise BlockedAddress(f"{host} resolves to {ip}, which is not a public address")
 
@@ -101,7 +107,7 @@ class AddressPolicy:
         if not addresses:
             raise SourceUnreachable(f"{host} has no address")
         for ip in addresses:
-            self.vet(ip, host)
+            self.vet(ip, host, port)
         return addresses
 
 
