@@ -11,7 +11,7 @@ import asyncio
 import time
 from decimal import Decimal
 
-from stockroom.bootstrap import bootstrap, shutdown
+from stockroom.bootstrap import Role, bootstrap
 from stockroom.config import Settings
 from stockroom.domain import products, users
 from stockroom.domain.queries import NewProduct
@@ -24,7 +24,8 @@ async def main() -> None:
             database_url="postgresql+asyncpg://postgres@127.0.0.1:5432/stockroom_bench",
             cache_url="none://",
             log_level="WARNING",
-        )
+        ),
+        Role.CLI,
     )
     u, _ = await users.create_user(s.uow(), email=f"ab{time.time()}@example.com")
     c = await products.create_product(
@@ -37,7 +38,7 @@ async def main() -> None:
         for _ in range(2000):
             await products.get_product(factory(), u, pid)
         print(label, round((time.perf_counter() - t0) / 2000 * 1e6), "us per read")
-    await shutdown(s)
+    await s.aclose()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from stockroom.app import create_app
-from stockroom.bootstrap import Services, bootstrap, shutdown
+from stockroom.bootstrap import Role, Services, bootstrap
 from stockroom.config import Settings
 from stockroom.domain import users
 from tests.support.databases import empty_tables_sql, postgres_database, sqlite_database
@@ -33,11 +33,11 @@ def _fresh_structlog_config() -> Iterator[None]:
 @asynccontextmanager
 async def bootstrapped(database_url: str, media: Path) -> AsyncIterator[Services]:
     """The adapters alone, without the app: no embedded worker, no relay."""
-    services = await bootstrap(make_settings(database_url, media))
+    services = await bootstrap(make_settings(database_url, media), Role.CLI)
     try:
         yield services
     finally:
-        await shutdown(services)
+        await services.aclose()
 
 
 @pytest.fixture

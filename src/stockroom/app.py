@@ -16,11 +16,11 @@ from stockroom.api.body_limit import BodySizeLimitMiddleware
 from stockroom.api.errors import install_error_handlers
 from stockroom.api.media import MediaFiles
 from stockroom.api.middleware import RequestContextMiddleware
-from stockroom.bootstrap import bootstrap, shutdown
+from stockroom.bootstrap import Role, bootstrap
 from stockroom.config import Settings, get_settings
 from stockroom.domain.image_jobs import requeue_unfinished
 from stockroom.logs import configure_logging
-from stockroom.pipeline.worker import EmbeddedWorker
+from stockroom.worker import EmbeddedWorker
 
 log = structlog.get_logger("stockroom.app")
 
@@ -37,9 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await bootstrap(settings, with_broker=True)
+        role = Role.EMBEDDED if settings.is_embedded_broker else Role.API
+        services = await bootstrap(settings, role)
         app.state.services = services
-        embedded = EmbeddedWorker(services) if settings.is_embedded_broker else None
+        embedded = EmbeddedWorker(services) if role is Role.EMBEDDED else None
         try:
             if embedded is not None:
                 embedded.start()
@@ -52,8 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if services.relay is not None:
                 await services.relay.stop()
             if embedded is not None:
+                # Off the event loop: the running jobs need it to finish.
                 await asyncio.to_thread(embedded.stop)
-            await shutdown(services)
+            await services.aclose()
 
     app = FastAPI(
         title="Stockroom",

@@ -1,14 +1,14 @@
-"""The composition root: builds every adapter from the settings, by URL scheme, once per
-process. The app lifespan, the CLI and the worker all call `bootstrap`."""
+"""The composition root: `bootstrap(settings, role)` builds what a process of that role
+needs, each adapter chosen by the scheme of its URL setting, and nothing else builds a
+client. The API lifespan, the worker processes and the CLI all call it."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack
 
 import dramatiq
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stockroom.adapters.broker import DramatiqTaskQueue, build_broker
 from stockroom.adapters.cache import (
@@ -33,178 +33,181 @@ from stockroom.domain.ports import (
     ProductCache,
     RateLimit,
     RateLimiter,
-    TokenCache,
     UnitOfWork,
 )
 from stockroom.pipeline.address_policy import AddressPolicy
 from stockroom.pipeline.fetch import ImageFetcher
 from stockroom.pipeline.processing import PipelineContext
 from stockroom.pipeline.relay import OutboxRelay
+from stockroom.services import ReadinessCheck, Role, Services
 
-ReadinessCheck = Callable[[], Awaitable[None]]
+__all__ = ["Role", "Services", "bootstrap", "build_broker_for"]
 
-
-@dataclass
-class Services:
-    settings: Settings
-    engine: AsyncEngine
-    store: ImageStore
-    cache: ProductCache
-    token_cache: TokenCache | None = None
-    lookups: Lookups = field(init=False)  # set by bootstrap()
-    transitions: JobTransitions = field(init=False)  # set by bootstrap()
-    broker: dramatiq.Broker | None = None
-    task_queue: DramatiqTaskQueue | None = None
-    relay: OutboxRelay | None = None
-    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
-    # On PostgreSQL, one asyncpg pool beside the engine's for the hot statements (lookups
-    # and job transitions share it), created on first use.
-    asyncpg_pool: LazyAsyncpgPool | None = None
-    # The contract's rate limits (None: off), counted by `rate_limiter`; see api/rate_limits.py.
-    rate_limiter: RateLimiter = field(default_factory=UnlimitedRateLimiter)
-    write_limit: RateLimit | None = None
-    auth_failure_limit: RateLimit | None = None
-
-    def uow(self) -> UnitOfWork:
-        wake = self.relay.wake if self.relay is not None else None
-        return SqlUnitOfWork(self.engine, on_outbox_commit=wake)
-
-    def read_uow(self) -> UnitOfWork:
-        """For services that only read: no transaction around a single statement."""
-        return SqlUnitOfWork(self.engine, read_only=True)
-
-    def pipeline_context(self) -> PipelineContext:
-        return PipelineContext(
-            settings=self.settings,
-            uow_factory=self.uow,
-            transitions=self.transitions,
-            store=self.store,
-            cache=self.cache,
-            fetcher=ImageFetcher(
-                AddressPolicy(
-                    allow_private=self.settings.allow_private_networks,
-                    allowed_endpoints=self.settings.fetch_allowed_endpoints,
-                ),
-                max_bytes=self.settings.max_image_bytes,
-                timeout=self.settings.fetch_timeout_seconds,
-                max_redirects=self.settings.max_redirects,
-            ),
-            image_executor=ThreadPoolExecutor(
-                self.settings.worker_image_concurrency, thread_name_prefix="libvips"
-            ),
-        )
+_SERVES_HTTP = (Role.API, Role.EMBEDDED)
+_RUNS_JOBS = (Role.WORKER, Role.EMBEDDED)
 
 
-async def bootstrap(
-    settings: Settings,
-    *,
-    with_broker: bool = False,
-    cache: ProductCache | None = None,
-    store: ImageStore | None = None,
-) -> Services:
-    """Build the adapters. `with_broker` adds the broker and the outbox relay (API
-    processes); `cache`/`store` let an embedded worker share the API's instances."""
+async def bootstrap(settings: Settings, role: Role) -> Services:
+    """Build the services of a `role` process; nothing connects before its first use.
+    The caller owns the result and must `aclose()` it."""
+    resources = AsyncExitStack()
+    try:
+        return await _build(settings, role, resources)
+    except BaseException:
+        await resources.aclose()
+        raise
+
+
+async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> Services:
     engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
-    services = Services(
-        settings=settings,
-        engine=engine,
-        store=store
-        if store is not None
-        else build_image_store(settings.storage_url, settings.public_base_url),
-        # `is not None`, not `or`: an empty in-memory cache is falsy (it has a __len__).
-        cache=cache if cache is not None else _products_cache(settings),
-    )
+    resources.push_async_callback(engine.dispose)
+    # On PostgreSQL, one asyncpg pool beside the engine's for the hot statements, which
+    # the lookups and the job transitions share (docs/architecture.md).
+    pool: LazyAsyncpgPool | None = None
     if engine.dialect.name == "postgresql":
-        services.asyncpg_pool = LazyAsyncpgPool(settings.database_url, settings.database_pool_size)
-    services.token_cache = build_token_cache(settings.cache_url, _cache_options(settings, "token:"))
-    services.lookups = _lookups(services)
-    services.transitions = _transitions(services)
-    services.readiness = {
+        pool = LazyAsyncpgPool(settings.database_url, settings.database_pool_size)
+        resources.push_async_callback(pool.close)
+    store = build_image_store(settings.storage_url, settings.public_base_url)
+    resources.push_async_callback(store.close)
+    # Only a process that answers reads keeps a near-cache: a worker or a command never
+    # reads a product from the cache, and nobody waits on its invalidations' echo.
+    near_entries = settings.cache_near_max_entries if role in _SERVES_HTTP else 0
+    cache = _products_cache(settings, near_entries)
+    resources.push_async_callback(cache.close)
+    token_cache = build_token_cache(
+        settings.cache_url, _cache_options(settings, "token:", near_entries)
+    )
+    resources.push_async_callback(token_cache.close)
+
+    relay: OutboxRelay | None = None
+
+    def uow() -> UnitOfWork:
+        # A commit that wrote outbox rows wakes the relay: publish now, not at its next poll.
+        return SqlUnitOfWork(engine, on_outbox_commit=relay.wake if relay is not None else None)
+
+    def read_uow() -> UnitOfWork:
+        return SqlUnitOfWork(engine, read_only=True)
+
+    lookups: Lookups = AsyncpgLookups(pool) if pool is not None else UnitOfWorkLookups(read_uow)
+    transitions: JobTransitions = (
+        AsyncpgJobTransitions(pool) if pool is not None else UnitOfWorkJobTransitions(uow)
+    )
+    readiness: dict[str, ReadinessCheck] = {
         "database": lambda: ping_database(engine),
-        "cache": services.cache.ping,
-        "storage": services.store.ping,
+        "cache": cache.ping,
+        "storage": store.ping,
     }
-    _add_rate_limits(services)
-    if with_broker:
-        services.broker = build_broker_for(settings)
-        services.task_queue = DramatiqTaskQueue(services.broker)
-        services.relay = OutboxRelay(services.uow, services.task_queue)
-        services.readiness["broker"] = services.task_queue.ping
-    return services
+    limiter: RateLimiter = UnlimitedRateLimiter()
+    write_limit = auth_failure_limit = None
+    broker: dramatiq.Broker | None = None
+    if role in _SERVES_HTTP:
+        write_limit, auth_failure_limit = _rate_limits(settings)
+        if write_limit is not None or auth_failure_limit is not None:
+            limiter = _rate_limiter(settings)
+            resources.push_async_callback(limiter.close)
+        broker = build_broker_for(settings)
+        task_queue = DramatiqTaskQueue(broker)
+        resources.push_async_callback(task_queue.close)
+        relay = OutboxRelay(uow, task_queue)
+        resources.push_async_callback(relay.stop)
+        readiness["broker"] = task_queue.ping
+    pipeline: PipelineContext | None = None
+    if role in _RUNS_JOBS:
+        pipeline = _pipeline(settings, uow, transitions, store, cache)
+        resources.push_async_callback(pipeline.aclose)
+    return Services(
+        settings=settings,
+        role=role,
+        engine=engine,
+        uow=uow,
+        read_uow=read_uow,
+        store=store,
+        cache=cache,
+        token_cache=token_cache,
+        lookups=lookups,
+        transitions=transitions,
+        readiness=readiness,
+        rate_limiter=limiter,
+        write_limit=write_limit,
+        auth_failure_limit=auth_failure_limit,
+        broker=broker,
+        relay=relay,
+        pipeline=pipeline,
+        resources=resources,
+    )
 
 
-def _lookups(services: Services) -> Lookups:
-    """The hot path's point reads: the asyncpg pool on PostgreSQL (docs/architecture.md),
-    the repositories of a read-only unit of work elsewhere."""
-    if services.asyncpg_pool is not None:
-        return AsyncpgLookups(services.asyncpg_pool)
-    return UnitOfWorkLookups(services.read_uow)
+def _pipeline(
+    settings: Settings,
+    uow: Callable[[], UnitOfWork],
+    transitions: JobTransitions,
+    store: ImageStore,
+    cache: ProductCache,
+) -> PipelineContext:
+    return PipelineContext(
+        settings=settings,
+        uow_factory=uow,
+        transitions=transitions,
+        store=store,
+        cache=cache,
+        fetcher=ImageFetcher(
+            AddressPolicy(
+                allow_private=settings.allow_private_networks,
+                allowed_endpoints=settings.fetch_allowed_endpoints,
+            ),
+            max_bytes=settings.max_image_bytes,
+            timeout=settings.fetch_timeout_seconds,
+            max_redirects=settings.max_redirects,
+        ),
+        image_executor=ThreadPoolExecutor(
+            settings.worker_image_concurrency, thread_name_prefix="libvips"
+        ),
+    )
 
 
-def _transitions(services: Services) -> JobTransitions:
-    """A job's start and success: one statement each on PostgreSQL (docs/architecture.md),
-    a unit of work elsewhere."""
-    if services.asyncpg_pool is not None:
-        return AsyncpgJobTransitions(services.asyncpg_pool)
-    return UnitOfWorkJobTransitions(services.uow)
-
-
-def _products_cache(settings: Settings) -> ProductCache:
+def _products_cache(settings: Settings, near_entries: int) -> ProductCache:
     """The product response cache; with `cache_products` off it serves nothing but still
-    invalidates the shared cache (and, through a near-cache, waits for the pub/sub echo),
-    so processes that do serve from it stay correct."""
-    cache = build_product_cache(settings.cache_url, _cache_options(settings, "product:"))
+    invalidates the shared cache, so processes that do serve from it stay correct."""
+    options = _cache_options(settings, "product:", near_entries)
+    cache = build_product_cache(settings.cache_url, options)
     return cache if settings.cache_products else WriteOnlyCache(cache)
 
 
-def _cache_options(settings: Settings, namespace: str) -> CacheOptions:
+def _cache_options(settings: Settings, namespace: str, near_entries: int) -> CacheOptions:
     return CacheOptions(
         ttl_seconds=settings.cache_ttl_seconds,
         socket_timeout=settings.cache_socket_timeout_seconds,
         breaker_cooldown=settings.cache_breaker_cooldown_seconds,
         key_prefix=settings.cache_key_prefix + namespace,
-        near_max_entries=settings.cache_near_max_entries,
+        near_max_entries=near_entries,
     )
 
 
-def _add_rate_limits(services: Services) -> None:
-    """Per-minute budgets from the settings (0 turns one off), counted where the cache is."""
-    settings = services.settings
-    if settings.rate_limit_writes_per_minute > 0:
-        services.write_limit = RateLimit("writes", settings.rate_limit_writes_per_minute)
-    if settings.rate_limit_auth_failures_per_minute > 0:
-        services.auth_failure_limit = RateLimit(
-            "auth-failures", settings.rate_limit_auth_failures_per_minute
-        )
-    if services.write_limit is not None or services.auth_failure_limit is not None:
-        services.rate_limiter = build_rate_limiter(
-            settings.cache_url,
-            socket_timeout=settings.cache_socket_timeout_seconds,
-            breaker_cooldown=settings.cache_breaker_cooldown_seconds,
-            key_prefix=settings.cache_key_prefix + "rate-limit",
-        )
+def _rate_limits(settings: Settings) -> tuple[RateLimit | None, RateLimit | None]:
+    """The per-minute budgets (0 turns one off): writes per user, failed auth per address."""
+    writes = settings.rate_limit_writes_per_minute
+    failures = settings.rate_limit_auth_failures_per_minute
+    return (
+        RateLimit("writes", writes) if writes > 0 else None,
+        RateLimit("auth-failures", failures) if failures > 0 else None,
+    )
 
 
-def build_broker_for(settings: Settings) -> dramatiq.Broker:
+def _rate_limiter(settings: Settings) -> RateLimiter:
+    """Counted where the cache is, so every API process shares one budget."""
+    return build_rate_limiter(
+        settings.cache_url,
+        socket_timeout=settings.cache_socket_timeout_seconds,
+        breaker_cooldown=settings.cache_breaker_cooldown_seconds,
+        key_prefix=settings.cache_key_prefix + "rate-limit",
+    )
+
+
+def build_broker_for(settings: Settings, *, event_loop_thread: bool = False) -> dramatiq.Broker:
     return build_broker(
         settings.broker_url,
         max_retries=settings.job_max_retries,
         min_backoff_ms=settings.job_min_backoff_ms,
         max_backoff_ms=settings.job_max_backoff_ms,
+        event_loop_thread=event_loop_thread,
     )
-
-
-async def shutdown(services: Services, *, close_shared: bool = True) -> None:
-    if services.relay is not None:
-        await services.relay.stop()
-    if services.task_queue is not None:
-        await services.task_queue.close()
-    if services.token_cache is not None:
-        await services.token_cache.close()
-    await services.rate_limiter.close()
-    if close_shared:
-        await services.cache.close()
-        await services.store.close()
-    if services.asyncpg_pool is not None:
-        await services.asyncpg_pool.close()
-    await services.engine.dispose()

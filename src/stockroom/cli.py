@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stockroom.adapters.storage import FileImageStore
-from stockroom.bootstrap import bootstrap, shutdown
+from stockroom.bootstrap import Role, bootstrap
 from stockroom.config import Settings, get_settings
 from stockroom.db.migrate import upgrade
 from stockroom.demo import FOLDER, OTHER_PHOTO, PRODUCT_PHOTO, install_photos
@@ -209,7 +209,7 @@ def worker(
             "[red]STOCKROOM_BROKER_URL is memory://: `serve` runs the workers itself.[/red]"
         )
         raise typer.Exit(2)
-    from stockroom.pipeline.worker import run_workers
+    from stockroom.worker import run_workers
 
     run_workers(
         settings,
@@ -258,15 +258,15 @@ def dlq_retry(
 
 
 async def _dead_letters(settings: Settings, limit: int) -> list[ImageJob]:
-    services = await bootstrap(settings)
+    services = await bootstrap(settings, Role.CLI)
     try:
         return await image_jobs.list_dead_letters(services.uow(), _OPERATOR, limit=limit)
     finally:
-        await shutdown(services)
+        await services.aclose()
 
 
 async def _redrive(settings: Settings, job_ids: list[str], all_: bool) -> int:
-    services = await bootstrap(settings)
+    services = await bootstrap(settings, Role.CLI)
     try:
         if all_:
             job_ids = [
@@ -279,7 +279,7 @@ async def _redrive(settings: Settings, job_ids: list[str], all_: bool) -> int:
             await image_jobs.redrive(services.uow(), _OPERATOR, job_id, cache=services.cache)
         return len(job_ids)
     finally:
-        await shutdown(services)
+        await services.aclose()
 
 
 @jobs_app.command("requeue")
@@ -296,12 +296,12 @@ def jobs_requeue(
 
 
 async def _requeue_unfinished(settings: Settings, older_than_minutes: int) -> int:
-    services = await bootstrap(settings)
+    services = await bootstrap(settings, Role.CLI)
     try:
         cutoff = datetime.now(UTC) - timedelta(minutes=older_than_minutes)
         return await image_jobs.requeue_unfinished(services.uow(), older_than=cutoff)
     finally:
-        await shutdown(services)
+        await services.aclose()
 
 
 def _job_summary(job: ImageJob) -> dict[str, object]:
@@ -348,19 +348,19 @@ def users_create(
 async def _create_user(
     settings: Settings, email: str, name: str | None, admin: bool
 ) -> tuple[User, IssuedToken]:
-    services = await bootstrap(settings)
+    services = await bootstrap(settings, Role.CLI)
     try:
         return await user_service.create_user(
             services.uow(), email=email, name=name, is_admin=admin
         )
     finally:
-        await shutdown(services)
+        await services.aclose()
 
 
 async def _demo_user(settings: Settings) -> tuple[User, IssuedToken]:
     """The demo admin of `make run`: created once, with a fresh token at every start that
     replaces the previous one (and the first, "initial"), so old printed tokens stop working."""
-    services = await bootstrap(settings)
+    services = await bootstrap(settings, Role.CLI)
     try:
         try:
             return await user_service.create_user(
@@ -373,7 +373,7 @@ async def _demo_user(settings: Settings) -> tuple[User, IssuedToken]:
             )
             return user, issued
     finally:
-        await shutdown(services)
+        await services.aclose()
 
 
 def _print_quickstart(base: str, token: str, user: User, photos: str | None) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import pyvips
 
-from stockroom.bootstrap import bootstrap, shutdown
+from stockroom.bootstrap import Role, bootstrap
 from stockroom.cli import _demo_user
 from stockroom.config import Settings
 from stockroom.db.migrate import upgrade
@@ -118,11 +118,11 @@ def test_each_demo_start_revokes_the_previous_demo_token(tmp_path: Path) -> None
 
 
 async def _authenticate(settings: Settings, secret: str) -> User:
-    services = await bootstrap(settings)
+    services = await bootstrap(settings, Role.CLI)
     try:
         return await users.authenticate(services.lookups, secret)
     finally:
-        await shutdown(services)
+        await services.aclose()
 
 
 def test_stockroom_alone_prints_the_help(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import httpx
 from sqlalchemy import select
 from tests.conftest import Account
 
-from stockroom.bootstrap import Services
 from stockroom.db.tables import idempotency_keys
 from stockroom.domain.queries import IdempotencyRecord
+from stockroom.services import Services
 
 LAMP = {"product_name": "Desk lamp", "product_description": "Alice's", "product_price": "5"}
 

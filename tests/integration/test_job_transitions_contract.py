@@ -16,7 +16,6 @@ from tests.conftest import bootstrapped
 from tests.support.products import new_product
 from tests.support.services import free_port
 
-from stockroom.bootstrap import Services
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.job_transitions import AsyncpgJobTransitions, UnitOfWorkJobTransitions
 from stockroom.db.tables import image_jobs, product_images, products
@@ -26,6 +25,7 @@ from stockroom.domain.image_jobs import IMAGES_QUEUE, new_job_id
 from stockroom.domain.models import ImageJob, ImageResult, JobKind, JobStatus
 from stockroom.domain.ports import JobTransitions, StartedJob
 from stockroom.domain.queries import NewProduct
+from stockroom.services import Services
 
 pytestmark = pytest.mark.postgres
 

@@ -4,23 +4,25 @@ is DatabaseUnavailable (a 503), never a 500."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from tests.conftest import Account, bootstrapped
 from tests.support.products import new_product
 from tests.support.services import free_port
 
-from stockroom.bootstrap import Services
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool, asyncpg_dsn
 from stockroom.db.lookups import AsyncpgLookups, UnitOfWorkLookups
 from stockroom.domain import users
 from stockroom.domain.errors import DatabaseUnavailable
 from stockroom.domain.models import ImageResult, ImageStatus, Product, User
 from stockroom.domain.queries import NewProduct
+from stockroom.services import Services
 
 pytestmark = pytest.mark.postgres
 
@@ -117,20 +119,20 @@ async def test_an_unreachable_database_is_database_unavailable() -> None:
 
 
 async def test_the_api_answers_503_when_the_lookups_cannot_reach_the_database(
-    client: httpx.AsyncClient, services: Services, alice: Account, bob: Account
+    client: httpx.AsyncClient, app: FastAPI, services: Services, alice: Account, bob: Account
 ) -> None:
     created = await client.post(
         "/products", json={"product_name": "Lamp", "product_price": "5"}, headers=alice.headers
     )
     assert created.status_code == 201
     pool = unreachable_pool()
-    working, services.lookups = services.lookups, AsyncpgLookups(pool)
+    app.state.services = dataclasses.replace(services, lookups=AsyncpgLookups(pool))
     try:
         product = await client.get(f"/products/{created.json()['id']}", headers=alice.headers)
         token = await client.get("/products/1", headers=bob.headers)  # bob's token: not cached
     finally:
         await pool.close()
-        services.lookups = working
+        app.state.services = services
 
     for response in (product, token):
         assert response.status_code == 503

@@ -20,7 +20,7 @@ from tests.support.settings import make_settings
 from tests.support.waiting import eventually, settled_product
 
 from stockroom.app import create_app
-from stockroom.bootstrap import Services, bootstrap, shutdown
+from stockroom.bootstrap import Role, Services, bootstrap
 from stockroom.config import Settings
 from stockroom.domain import users
 from stockroom.domain.queries import NewProduct
@@ -153,8 +153,7 @@ async def test_patch_queues_only_new_urls_and_keeps_results_of_the_rest(
 async def test_refused_address_fails_as_blocked_when_private_networks_are_off(
     settings: Settings, images: ImageServer
 ) -> None:
-    # An app with the default (private networks refused), and the only one in the process:
-    # Dramatiq keeps one event-loop thread per process, so one embedded worker at a time.
+    # An app with the default: private networks refused.
     strict = create_app(settings.model_copy(update={"allow_private_networks": False}))
     async with strict.router.lifespan_context(strict):
         owner = await make_account(strict.state.services, f"strict-{uuid.uuid4().hex}@example.com")
@@ -242,7 +241,7 @@ async def test_jobs_a_previous_run_left_unfinished_are_processed_at_start(
     settings: Settings, images: ImageServer
 ) -> None:
     """The in-memory queue dies with its process: jobs it held are queued again at start."""
-    services = await bootstrap(settings)
+    services = await bootstrap(settings, Role.CLI)
     try:
         alice = await make_account(services, "restart@example.com")
         user = await users.authenticate(services.lookups, alice.token)
@@ -259,7 +258,7 @@ async def test_jobs_a_previous_run_left_unfinished_are_processed_at_start(
             await uow.outbox.mark_published([m.id for m in await uow.outbox.claim(100)])
             await uow.commit()
     finally:
-        await shutdown(services)
+        await services.aclose()
 
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -274,8 +273,8 @@ async def test_jobs_a_previous_run_left_unfinished_are_processed_at_start(
 async def test_embedded_worker_with_a_redis_cache_keeps_the_api_reading_it(
     database_url: str, tmp_path: Path, images: ImageServer
 ) -> None:
-    """The embedded actors run on their own event loop: they need their own Redis client.
-    Sharing the API's broke both sides ("bound to a different event loop") once a job ran."""
+    """The embedded actors run on the API's event loop with the API's Redis client: a job's
+    invalidation goes through the same client that serves, and both keep working."""
     require_redis()
     prefix = unique_prefix()
     settings = make_settings(
@@ -323,16 +322,27 @@ async def test_embedded_worker_with_a_redis_cache_keeps_the_api_reading_it(
         await client_.aclose()
 
 
-async def test_a_second_embedded_worker_in_one_process_is_refused(settings: Settings) -> None:
-    """Dramatiq's AsyncIO middleware keeps one event-loop thread per process: a second
-    worker would take it over and leave the first's thread running (the process then never
-    exits). The second app fails to start instead, and the first keeps working."""
-    first = create_app(settings)
-    async with first.router.lifespan_context(first):
-        second = create_app(settings)
-        with pytest.raises(RuntimeError, match="one per process"):
-            async with second.router.lifespan_context(second):
-                pass
-        transport = httpx.ASGITransport(app=first)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            assert (await http.get("/health")).status_code == 200
+async def test_two_embedded_apps_in_one_process_each_run_their_jobs(
+    settings: Settings, images: ImageServer
+) -> None:
+    """Each embedded worker runs its jobs on its own app's event loop and services: nothing
+    is global to the process (as Dramatiq's AsyncIO middleware's event-loop thread was)."""
+    first, second = create_app(settings), create_app(settings)
+    async with first.router.lifespan_context(first), second.router.lifespan_context(second):
+        for application in (first, second):
+            owner = await make_account(
+                application.state.services, f"twin-{uuid.uuid4().hex}@example.com"
+            )
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                created = await http.post(
+                    "/products",
+                    json={
+                        "product_name": "Lamp",
+                        "product_price": "5",
+                        "product_images": [images.url("image.jpg")],
+                    },
+                    headers=owner.headers,
+                )
+                product = await settled_product(http, created.json()["id"], owner.headers)
+            assert [image["status"] for image in product["images"]] == ["ready"]

@@ -26,9 +26,9 @@ from tests.support.waiting import eventually, settled_product
 from tests.support.worker_process import running_worker, wait_for_children
 
 from stockroom.app import create_app
-from stockroom.bootstrap import Services
 from stockroom.config import Settings
 from stockroom.domain.models import JobStatus
+from stockroom.services import Services
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.xdist_group("rabbitmq")]
 

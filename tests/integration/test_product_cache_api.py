@@ -4,6 +4,7 @@ hits, authorisation on a hit, the delete/set race, tokens, and query counts."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import event
 from tests.conftest import Account, make_account
 from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
@@ -18,9 +20,9 @@ from tests.support.services import RABBITMQ_URL, REDIS_URL
 from tests.support.settings import make_settings
 
 from stockroom.app import create_app
-from stockroom.bootstrap import Services
 from stockroom.config import Settings
 from stockroom.domain.ports import CachedProduct, ProductCache
+from stockroom.services import Services
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -140,16 +142,16 @@ class PausedFill:
 
 
 async def test_a_read_that_loaded_the_old_row_cannot_recache_it_after_a_write(
-    client: httpx.AsyncClient, services: Services, alice: Account
+    client: httpx.AsyncClient, app: FastAPI, services: Services, alice: Account
 ) -> None:
     product_id = await _create(client, alice, name="Old name")
     url = f"/products/{product_id}"
     paused = PausedFill(services.cache)
-    services.cache = paused
+    app.state.services = dataclasses.replace(services, cache=paused)
 
     slow_read = asyncio.create_task(client.get(url, headers=alice.headers))
     await asyncio.wait_for(paused.reached.wait(), timeout=10)  # it holds the old row
-    services.cache = paused.inner
+    app.state.services = services
     patched = await client.patch(url, json={"product_name": "New name"}, headers=alice.headers)
     paused.release.set()
     stale = await slow_read

@@ -8,10 +8,10 @@ from decimal import Decimal
 from sqlalchemy import select
 from tests.support.products import new_product
 
-from stockroom.bootstrap import Services
 from stockroom.db.tables import image_jobs, outbox, product_images
 from stockroom.domain import users
 from stockroom.domain.queries import NewProduct
+from stockroom.services import Services
 
 
 async def test_each_job_points_at_its_own_image_in_position_order(

@@ -18,7 +18,7 @@ from tests.support.settings import make_settings
 
 from stockroom.adapters.rate_limit import UnlimitedRateLimiter, build_rate_limiter
 from stockroom.api.errors import PROBLEM_JSON
-from stockroom.bootstrap import bootstrap, shutdown
+from stockroom.bootstrap import Role, bootstrap
 from stockroom.config import Settings
 from stockroom.domain.ports import RateLimit, RateLimiter
 
@@ -128,13 +128,13 @@ async def test_a_limit_of_zero_turns_the_limits_off(database_url: str, tmp_path:
         rate_limit_writes_per_minute=0,
         rate_limit_auth_failures_per_minute=0,
     )
-    services = await bootstrap(off)
+    services = await bootstrap(off, Role.API)
     try:
         assert services.write_limit is None
         assert services.auth_failure_limit is None
         assert isinstance(services.rate_limiter, UnlimitedRateLimiter)
     finally:
-        await shutdown(services)
+        await services.aclose()
 
 
 async def test_write_operations_document_the_429(client: httpx.AsyncClient) -> None:

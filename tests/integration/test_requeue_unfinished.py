@@ -10,12 +10,12 @@ from decimal import Decimal
 from sqlalchemy import select, update
 from tests.support.products import new_product
 
-from stockroom.bootstrap import Services
 from stockroom.db.tables import image_jobs as image_jobs_table
 from stockroom.db.tables import outbox
 from stockroom.domain import image_jobs, users
 from stockroom.domain.models import ImageResult
 from stockroom.domain.queries import NewProduct
+from stockroom.services import Services
 
 
 async def test_unfinished_jobs_idle_since_the_cutoff_are_queued_again(

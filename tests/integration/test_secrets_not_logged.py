@@ -19,7 +19,7 @@ from tests.support.settings import make_settings
 
 from stockroom.api import middleware
 from stockroom.app import create_app
-from stockroom.bootstrap import Services
+from stockroom.services import Services
 
 WEBHOOK_SECRET = "whsec_" + "Q2hhbmdlZCBteSBtaW5k"
 

@@ -9,7 +9,7 @@ from tests.support.services import REDIS_URL
 from tests.support.settings import make_settings
 
 from stockroom.adapters.cache import NearProductCache, RedisProductCache
-from stockroom.pipeline.worker import WorkerRuntime
+from stockroom.worker import WorkerRuntime
 
 pytestmark = pytest.mark.redis
 

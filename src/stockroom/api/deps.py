@@ -8,11 +8,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from stockroom.api import rate_limits
-from stockroom.bootstrap import Services
 from stockroom.domain import users
 from stockroom.domain.errors import Unauthenticated
 from stockroom.domain.models import User
 from stockroom.domain.ports import UnitOfWork
+from stockroom.services import Services
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Bearer sr_...`")
 

@@ -7,9 +7,9 @@ import math
 
 from starlette.requests import Request
 
-from stockroom.bootstrap import Services
 from stockroom.domain.errors import RateLimited
 from stockroom.domain.ports import RateLimit
+from stockroom.services import Services
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

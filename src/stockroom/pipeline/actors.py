@@ -2,17 +2,17 @@
 
 Declared on an explicit broker (no import-time global). The actor itself is synchronous:
 it reads the message (retries, request id) on the worker thread, where Dramatiq's
-CurrentMessage lives, then runs the async pipeline on the worker's event loop thread with
-those values passed explicitly and bound into that task's structlog context."""
+CurrentMessage lives, then hands the async pipeline to `run`, which runs it to the end on
+an event loop (a worker process's, or the API's in embedded mode), with those values passed
+explicitly and bound into that task's structlog context."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import dramatiq
 import structlog
-from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage
 
 from stockroom.config import Settings
@@ -20,10 +20,12 @@ from stockroom.domain.image_jobs import IMAGES_QUEUE, PROCESS_IMAGE
 from stockroom.pipeline.processing import PipelineContext, run_image_job
 
 ContextFactory = Callable[[], Awaitable[PipelineContext]]
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+"""Runs a coroutine to its end on an event loop, from a Dramatiq worker thread."""
 
 
 def declare_actors(
-    broker: dramatiq.Broker, settings: Settings, context: ContextFactory
+    broker: dramatiq.Broker, settings: Settings, context: ContextFactory, run: Runner
 ) -> dramatiq.Actor[Any, Any]:
     max_retries = settings.job_max_retries
 
@@ -31,7 +33,7 @@ def declare_actors(
         """Permanent image errors (404, not an image, too large) are not worth a retry."""
         return not getattr(exc, "permanent", False) and retries < max_retries
 
-    async def run(job_id: str, message_id: str, request_id: str | None, last: bool) -> None:
+    async def job(job_id: str, message_id: str, request_id: str | None, last: bool) -> None:
         structlog.contextvars.bind_contextvars(
             job_id=job_id, message_id=message_id, request_id=request_id
         )
@@ -41,10 +43,8 @@ def declare_actors(
         message = CurrentMessage.get_current_message()
         assert message is not None, "the CurrentMessage middleware is required"
         retries = int(message.options.get("retries", 0))
-        loop = get_event_loop_thread()
-        assert loop is not None, "the AsyncIO middleware is required"
-        loop.run_coroutine(
-            run(
+        run(
+            job(
                 job_id,
                 message.message_id,
                 message.options.get("request_id"),

@@ -39,10 +39,17 @@ _AMQP_DEFAULTS = {
 
 
 def build_broker(
-    url: str, *, max_retries: int, min_backoff_ms: int, max_backoff_ms: int
+    url: str,
+    *,
+    max_retries: int,
+    min_backoff_ms: int,
+    max_backoff_ms: int,
+    event_loop_thread: bool = False,
 ) -> dramatiq.Broker:
-    """A broker with the middleware every Stockroom process uses, chosen by URL scheme."""
-    middleware = [
+    """A broker with the middleware every Stockroom process uses, chosen by URL scheme.
+    `event_loop_thread` adds Dramatiq's AsyncIO middleware (one event-loop thread for the
+    process's actors): worker processes want it; the embedded worker uses the API's loop."""
+    middleware: list[dramatiq.Middleware] = [
         AgeLimit(),
         TimeLimit(time_limit=10 * 60 * 1000),
         ShutdownNotifications(),
@@ -50,8 +57,9 @@ def build_broker(
         Pipelines(),
         Retries(max_retries=max_retries, min_backoff=min_backoff_ms, max_backoff=max_backoff_ms),
         CurrentMessage(),
-        AsyncIO(),
     ]
+    if event_loop_thread:
+        middleware.append(AsyncIO())
     scheme = urlsplit(url).scheme
     builders: dict[str, Callable[[], dramatiq.Broker]] = {
         "memory": lambda: StubBroker(middleware=middleware),

@@ -1,5 +1,5 @@
-"""Running the actors: in `stockroom worker` processes (RabbitMQ), or inside the API
-process in embedded mode (`memory://`). Same actors, same pipeline, other broker."""
+"""Where the actors run: `stockroom worker` processes (RabbitMQ), or inside the API process in
+embedded mode (`memory://`). Same actors and pipeline; only the event loop differs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import multiprocessing
 import signal
 import threading
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import dramatiq
@@ -17,11 +18,9 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import AsyncIO, Middleware
 from prometheus_client import start_http_server
 
-from stockroom.adapters.cache import MemoryProductCache
-from stockroom.bootstrap import Services, bootstrap, build_broker_for, shutdown
+from stockroom.bootstrap import Role, Services, bootstrap, build_broker_for
 from stockroom.config import Settings
 from stockroom.domain.image_jobs import IMAGES_QUEUE
-from stockroom.domain.ports import ImageStore, ProductCache
 from stockroom.logs import configure_logging
 from stockroom.pipeline.actors import declare_actors
 from stockroom.pipeline.processing import PipelineContext
@@ -30,44 +29,27 @@ log = structlog.get_logger("stockroom.worker")
 
 
 class WorkerRuntime:
-    """Builds the pipeline's services lazily, on the worker's event loop, where their
-    database connections must live; closes them on that loop at shutdown."""
+    """A worker process's services, built on first use on the actors' event loop (where
+    their connections must live) and closed on it at shutdown."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        cache: ProductCache | None = None,
-        store: ImageStore | None = None,
-    ) -> None:
-        # No near-cache in a worker: it never reads the product cache, and its invalidations
-        # need not wait for their pub/sub echo, since no client is waiting on the worker's
-        # answer (the job row is committed before the invalidation is even sent). Without
-        # it, a worker neither subscribes to every process's invalidations nor waits.
-        self._settings = settings.model_copy(update={"cache_near_max_entries": 0})
-        self._cache = cache
-        self._store = store
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._services: Services | None = None
-        self._context: PipelineContext | None = None
         self._lock: asyncio.Lock | None = None
 
     async def context(self) -> PipelineContext:
-        if self._context is None:
+        if self._services is None:
             self._lock = self._lock or asyncio.Lock()
             async with self._lock:
-                if self._context is None:
-                    self._services = await bootstrap(
-                        self._settings, cache=self._cache, store=self._store
-                    )
-                    self._context = self._services.pipeline_context()
-        return self._context
+                if self._services is None:
+                    self._services = await bootstrap(self._settings, Role.WORKER)
+        assert self._services.pipeline is not None
+        return self._services.pipeline
 
     async def close(self) -> None:
-        if self._context is not None:
-            await self._context.aclose()
-        if self._services is not None:
-            await shutdown(self._services, close_shared=self._cache is None)
-            self._services = self._context = None
+        services, self._services = self._services, None
+        if services is not None:
+            await services.aclose()
 
 
 class RuntimeShutdown(Middleware):
@@ -82,35 +64,35 @@ class RuntimeShutdown(Middleware):
             loop.run_coroutine(self.runtime.close())
 
 
-def prepare_broker(
-    broker: dramatiq.Broker, settings: Settings, runtime: WorkerRuntime
-) -> dramatiq.Broker:
-    declare_actors(broker, settings, runtime.context)
-    # Dramatiq runs "after" hooks in reverse order: placed after AsyncIO, ours runs first,
-    # while the event loop is still up.
-    broker.add_middleware(RuntimeShutdown(runtime), after=AsyncIO)
-    return broker
+def _on_event_loop_thread(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a job on the worker process's event-loop thread (Dramatiq's AsyncIO middleware)."""
+    loop = get_event_loop_thread()
+    assert loop is not None, "the AsyncIO middleware is required"
+    loop.run_coroutine(coroutine)
 
 
 class EmbeddedWorker:
-    """The actors running inside the API process, on the in-memory broker."""
+    """The actors inside the API process, on the in-memory broker. Jobs run on the API's own
+    event loop, with the API's own services: one set of connections, one cache."""
 
     def __init__(self, services: Services) -> None:
         assert services.broker is not None
+        assert services.pipeline is not None
         self._broker = services.broker
-        # The in-process cache must be shared (it is the only copy); a Redis client must
-        # not be: its connections belong to the API's event loop, the actors run on another.
-        shared_cache = services.cache if isinstance(services.cache, MemoryProductCache) else None
-        self._runtime = WorkerRuntime(services.settings, cache=shared_cache, store=services.store)
-        prepare_broker(self._broker, services.settings, self._runtime)
         self._threads = services.settings.worker_threads
         self._worker: dramatiq.Worker | None = None
+        loop = asyncio.get_running_loop()
+        pipeline = services.pipeline
+
+        async def context() -> PipelineContext:
+            return pipeline
+
+        def on_api_loop(coroutine: Coroutine[Any, Any, None]) -> None:
+            asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+        declare_actors(self._broker, services.settings, context, on_api_loop)
 
     def start(self) -> None:
-        if get_event_loop_thread() is not None:
-            # Dramatiq's AsyncIO middleware keeps one event-loop thread per process, in a
-            # global: a second worker would take it over and leave the first's running.
-            raise RuntimeError("a Dramatiq worker already runs in this process: one per process")
         # A short poll timeout lets the API shut down promptly (the default waits 1 s).
         self._worker = dramatiq.Worker(
             self._broker, worker_threads=self._threads, worker_timeout=100
@@ -118,6 +100,8 @@ class EmbeddedWorker:
         self._worker.start()
 
     def stop(self) -> None:
+        """Blocks until the running jobs end: call it off the API's event loop, which those
+        jobs need to finish."""
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
@@ -136,11 +120,14 @@ def run_worker_process(
         start_http_server(settings.worker_metrics_port + index, addr="127.0.0.1")
     # Dramatiq's AsyncIO middleware makes the actors' event loop with asyncio.new_event_loop()
     # when the worker starts: under this policy it is a uvloop loop, as the API's is under
-    # uvicorn. The loop's own cost per job (the origin, PostgreSQL and Redis sockets, the
-    # executor hand-offs) drops by about 1.5 ms of CPU (docs/performance.md).
+    # uvicorn, which costs less CPU per job (docs/performance.md).
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     runtime = WorkerRuntime(settings)
-    broker = prepare_broker(build_broker_for(settings), settings, runtime)
+    broker = build_broker_for(settings, event_loop_thread=True)
+    declare_actors(broker, settings, runtime.context, _on_event_loop_thread)
+    # Dramatiq runs "after" hooks in reverse order: placed after AsyncIO, ours runs first,
+    # while the event loop is still up.
+    broker.add_middleware(RuntimeShutdown(runtime), after=AsyncIO)
     worker = dramatiq.Worker(broker, worker_threads=threads, queues=queues or {IMAGES_QUEUE})
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
