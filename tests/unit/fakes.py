@@ -179,6 +179,9 @@ class FakeProductRepository:
             rows = [p for k, p in keyed if (k < boundary if descending else k > boundary)]
         return rows[: query.limit]
 
+    async def lock(self, product_id: int) -> None:
+        return None  # one transaction at a time here
+
     async def update(self, product_id: int, patch: ProductPatch) -> None:
         values: dict[str, Any] = {
             name: getattr(patch, name)

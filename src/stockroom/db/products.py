@@ -100,6 +100,19 @@ class SqlProductRepository:
         images = await self._images_of([row.id for row in rows])
         return [product_from(row._mapping, images.get(row.id, ())) for row in rows]
 
+    async def lock(self, product_id: int) -> None:
+        if self._conn.dialect.name != "postgresql":
+            return  # SQLite: BEGIN IMMEDIATE already serialises every writer
+        images = select(product_images.c.id).where(product_images.c.product_id == product_id)
+        for statement in (
+            select(image_jobs.c.id)
+            .where(image_jobs.c.product_image_id.in_(images))
+            .order_by(image_jobs.c.id),
+            images.order_by(product_images.c.id),
+            select(products.c.id).where(products.c.id == product_id),
+        ):
+            await self._conn.execute(statement.with_for_update())
+
     async def update(self, product_id: int, patch: ProductPatch) -> None:
         values: dict[Column[Any], object] = {
             column: value

@@ -133,6 +133,12 @@ class ProductRepository(Protocol):
 
     async def search(self, query: ProductQuery) -> list[Product]: ...
 
+    async def lock(self, product_id: int) -> None:
+        """Hold the product's job, image and product rows, in that order, until the end of the
+        transaction: the order the pipeline's writes take them in, so a change racing a job
+        waits instead of deadlocking."""
+        ...
+
     async def update(self, product_id: int, patch: ProductPatch) -> None:
         """Set the patch's fields other than the images (those have their own methods)."""
         ...

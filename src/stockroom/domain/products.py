@@ -152,6 +152,7 @@ async def update_product(
     """Apply a partial update; a changed image list keeps the results of URLs that stay."""
     dropped: list[ProductImage] = []
     async with uow:
+        await uow.products.lock(product_id)
         current = await _get_visible(uow, actor, product_id)
         owner_id = current.user_id
         if patch.user_id is not UNSET:
@@ -189,6 +190,7 @@ async def delete_product(
 ) -> Product:
     """Delete the product and its image rows, then the processed files nobody else uses."""
     async with uow:
+        await uow.products.lock(product_id)
         product = await _get_visible(uow, actor, product_id)
         await uow.products.delete(product_id)
         if cache is not None:
