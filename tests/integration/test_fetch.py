@@ -280,7 +280,8 @@ async def test_https_connects_to_the_vetted_address_and_checks_the_hostname(
     response = await get(f"https://images.example:{tls_server.port}/host", policy, trusting(ca))
     assert response.status_code == 200
     assert response.text == f"images.example:{tls_server.port}"
-    assert response.extensions["network_stream"].get_extra_info("ssl_object") is not None
+    tls = response.extensions["network_stream"].get_extra_info("ssl_object")
+    assert tls.server_hostname == "images.example"  # TLS to the IP, checked against the name
     assert lookups == ["images.example"]
 
 

@@ -127,7 +127,11 @@ async def test_delete_removes_keys_and_ignores_absent_ones(backend: Backend) -> 
 
 
 async def test_delete_of_nothing_does_nothing(backend: Backend) -> None:
+    await backend.store.put(KEY, JPEG, "image/jpeg")
+
     await backend.store.delete([])
+
+    assert await backend.store.get(KEY) == JPEG
 
 
 async def test_ping_answers(backend: Backend) -> None:

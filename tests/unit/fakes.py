@@ -15,7 +15,13 @@ from types import TracebackType
 from typing import Any
 
 from stockroom.db.lookups import UnitOfWorkLookups
-from stockroom.domain.errors import EmailTaken, IdempotentRequestInFlight, SkuTaken
+from stockroom.domain.errors import (
+    EmailTaken,
+    FieldError,
+    IdempotentRequestInFlight,
+    InvalidInput,
+    SkuTaken,
+)
 from stockroom.domain.models import (
     ApiToken,
     ImageJob,
@@ -225,8 +231,12 @@ class FakeProductRepository:
         return self._change_image(image_id, status=status, error=None, error_code=None)
 
     async def output_key_in_use(self, key: str) -> bool:
+        """An image row, or a standalone job (whose result has no image row), holds it."""
         images = (i for p in self._t.products.values() for i in p.images)
-        return any(image.output_key == key for image in images)
+        standalone = (j for j in self._t.jobs.values() if j.kind is JobKind.STANDALONE)
+        return any(image.output_key == key for image in images) or any(
+            job.output_key == key for job in standalone
+        )
 
     async def move_images(self, moves: Sequence[tuple[int, int]]) -> None:
         positions = dict(moves)
@@ -242,10 +252,11 @@ class FakeProductRepository:
                 self._t.jobs[job.id] = replace(job, product_image_id=None)
 
     def _change_image(self, image_id: int, **values: Any) -> int | None:
+        """Change one image row; its product's `updated_at` moves too (the ETag changes)."""
         for product in list(self._t.products.values()):
             if any(image.id == image_id for image in product.images):
                 images = [replace(i, **values) if i.id == image_id else i for i in product.images]
-                self._set_images(product, images)
+                self._set_images(replace(product, updated_at=self._db.clock()), images)
                 return product.id
         return None
 
@@ -374,7 +385,11 @@ class FakeImageJobRepository:
         jobs = sorted(self._t.jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
         if after is not None:
             ids = [job.id for job in jobs]
-            jobs = jobs[ids.index(after) + 1 :] if after in ids else []
+            if after not in ids:
+                raise InvalidInput(
+                    "invalid cursor", [FieldError("cursor", "is not a cursor from this list")]
+                )
+            jobs = jobs[ids.index(after) + 1 :]
         return [
             job
             for job in jobs
@@ -398,7 +413,7 @@ class FakeImageJobRepository:
             "queued": sum(job.status is JobStatus.QUEUED for job in jobs),
             "processing": sum(job.status is JobStatus.PROCESSING for job in jobs),
             "dead_lettered": sum(job.dead_lettered_at is not None for job in jobs),
-            "outbox_unpublished": 0,
+            "outbox_unpublished": sum(at is None for _, at in self._t.outbox.values()),
         }
 
 
@@ -472,21 +487,23 @@ class FakeUnitOfWork:
 
 
 class RecordingCache:
-    """A ProductCache that stores nothing and records invalidations with what the database
-    held at that moment, to show they ran after the commit."""
+    """A ProductCache (product ids) or TokenCache (token hashes) that stores nothing and
+    records invalidations with the product the database held at that moment, to show they
+    ran after the commit."""
 
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
-        self.invalidated: list[tuple[int, Product | None]] = []
+        self.invalidated: list[tuple[int | str, Product | None]] = []
 
-    async def read(self, product_id: int) -> CachedProduct:
+    async def read(self, key: int | str) -> CachedProduct:
         return CachedProduct(body=None, token=None)
 
-    async def fill(self, product_id: int, body: bytes, token: str | None) -> None:
+    async def fill(self, key: int | str, body: bytes, token: str | None) -> None:
         return None
 
-    async def invalidate(self, product_id: int) -> None:
-        self.invalidated.append((product_id, self._db.tables.products.get(product_id)))
+    async def invalidate(self, key: int | str) -> None:
+        product = self._db.tables.products.get(key) if isinstance(key, int) else None
+        self.invalidated.append((key, product))
 
     async def ping(self) -> None:
         return None

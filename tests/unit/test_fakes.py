@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from stockroom.domain.ports import ProductCache, UnitOfWork, UnitOfWorkFactory
+from stockroom.domain.ports import (
+    IdempotencyRepository,
+    ImageJobRepository,
+    OutboxRepository,
+    ProductCache,
+    ProductRepository,
+    TokenRepository,
+    UnitOfWork,
+    UnitOfWorkFactory,
+    UserRepository,
+)
 from stockroom.domain.queries import NewProduct
 from tests.unit.fakes import FakeDatabase, RecordingCache
 
@@ -16,10 +28,41 @@ def test_fakes_satisfy_the_ports() -> None:
     # Checked by mypy --strict: a drifting Protocol breaks these assignments.
     uow: UnitOfWork = db.uow()
     factory: UnitOfWorkFactory = db.uow
-    cache: ProductCache = RecordingCache(db)
+    _cache: ProductCache = RecordingCache(db)
 
+    # At run time: the repositories, parameter by parameter (below); a new unit of work a call.
     assert uow is not factory()
-    assert cache is not None
+
+
+@pytest.mark.parametrize(
+    ("port", "attribute"),
+    [
+        (UserRepository, "users"),
+        (TokenRepository, "tokens"),
+        (ProductRepository, "products"),
+        (IdempotencyRepository, "idempotency"),
+        (ImageJobRepository, "image_jobs"),
+        (OutboxRepository, "outbox"),
+    ],
+)
+async def test_fake_repositories_take_what_the_ports_take(port: type, attribute: str) -> None:
+    """mypy accepts extra defaulted parameters and renamed positional ones; a caller
+    passing a port's keyword arguments to the fake would not."""
+    async with FakeDatabase().uow() as uow:
+        assert_same_methods(port, getattr(uow, attribute))
+
+
+def assert_same_methods(port: type, fake: object) -> None:
+    methods = [name for name in vars(port) if not name.startswith("_")]
+    assert methods
+    for name in methods:
+        expected = _parameters(getattr(port, name), drop_self=True)
+        assert _parameters(getattr(fake, name), drop_self=False) == expected, name
+
+
+def _parameters(function: Any, *, drop_self: bool) -> list[tuple[str, Any, Any]]:
+    parameters = list(inspect.signature(function).parameters.values())
+    return [(p.name, p.kind, p.default) for p in parameters[1 if drop_self else 0 :]]
 
 
 async def test_changes_are_visible_only_after_commit() -> None:
