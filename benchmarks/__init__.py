@@ -2,8 +2,8 @@
 
 Each benchmark is a *section*: an object with a `name`, a `title` and an async
 `run(options)` returning a `SectionResult` (rows for the shared table, plus free-form
-notes such as a query plan). `benchmarks.__main__.SECTIONS` lists them; a later issue
-adds a section by writing a module and appending it there.
+notes such as a query plan). `benchmarks.__main__.SECTIONS` lists them; a new section
+is a module appended there.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from benchmarks.pipeline import PipelineBenchmark
 from benchmarks.report import print_results, write_json
 from benchmarks.seed import EXPERIMENTS
 
-# Later issues append their sections here.
+# A new section is appended here.
 SECTIONS: list[Section] = [ApiBenchmark(), PipelineBenchmark(), CacheBenchmark()]
 
 

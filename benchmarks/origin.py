@@ -1,13 +1,11 @@
 """The image origin of the pipeline benchmark: serves the corpus over HTTP on loopback.
 
-It shares the two cores with the system under test, where a real origin would be another
-machine, so it should cost as little CPU as it can: `python -m http.server` copied each file
-through Python in 64 kB reads and writes with a thread per request (2.4-3.0 % of a core in
-the end-to-end window); this one parses the request line, then hands the file to the
-kernel with sendfile (1.9-2.7 %). GET only, files directly in the directory; anything else
+It shares the cores with the system under test, where a real origin would be another
+machine, so it should cost as little CPU as it can: it parses the request line, then hands
+the file to the kernel with sendfile (`python -m http.server` copies each file through
+Python, a thread per request). GET only, files directly in the directory; anything else
 is a 404. Connections are kept alive between requests, as a CDN keeps them
-(`BENCH_ORIGIN_KEEPALIVE=0`: one request per connection, `Connection: close`, as before
-2026-11-26).
+(`BENCH_ORIGIN_KEEPALIVE=0`: one request per connection, `Connection: close`).
 
     python -m benchmarks.origin PORT DIRECTORY
 """

@@ -12,7 +12,7 @@ libvips loop over the same corpus, in the same run.
   is downloaded and processed again: the workers' `image.processed` events are counted to
   prove it), and images/s is
   N / (first POST to the last image row turning `ready`), read from the rows' timestamps.
-* Side by side: the speed of this shared VM drifts by 10-20 % within minutes, so the
+* Side by side: the speed of a shared VM drifts within minutes, so the
   2-process bare window and the end-to-end window alternate (bare, e2e, bare, e2e, ...,
   bare; BENCH_PIPELINE_PAIRS e2e windows, 3 by default) and each e2e window is divided by
   the mean of the bare windows on either side of it; the ratio reported is the median.

@@ -45,7 +45,7 @@ class Redactor:
         source = "|".join(shapes)
         self._text = re.compile(source)
         self._bytes = re.compile(source.encode("utf-8"))
-        # Python's re scans an alternation slowly (~8 us for a short line): a few substring
+        # Python's re scans an alternation slowly, even a short line: a few substring
         # tests first, since nearly no line holds a secret.
         self._anchors = ("sr_", "whsec_", *exact)
         self._byte_anchors = tuple(a.encode("utf-8") for a in self._anchors)

@@ -72,7 +72,7 @@ def configure_logging(
     # The actor logs every failure itself (image.failed, with the traceback when it is not
     # an expected image error); Dramatiq would add a traceback for each 404 or bad file.
     logging.getLogger("dramatiq.worker.WorkerThread").setLevel(logging.CRITICAL)
-    # At INFO, libvips narrates every image (~12 lines: loader, shrink factors, threadpool)
+    # At INFO, libvips narrates every image (loader, shrink factors, threadpool)
     # and httpx every request; our own image.* events already say what happened. Their
     # chatter stays available at DEBUG.
     for chatty in _CHATTY_LIBRARIES:

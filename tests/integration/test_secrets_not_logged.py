@@ -57,7 +57,7 @@ async def test_a_500_logs_the_traceback_but_no_token_nor_secret(
     monkeypatch.setattr(middleware, "log", structlog.get_logger("stockroom.http"))
 
     async def broken(request: Request) -> None:
-        signing_key = settings.webhook_secret  # a local, as a webhook signer would hold
+        signing_key = settings.webhook_secret  # a secret held in a local
         raise RuntimeError(f"handler blew up ({len(signing_key or '')} byte key)")
 
     app.add_api_route("/_broken", broken)

@@ -18,7 +18,7 @@ _bearer = HTTPBearer(auto_error=False, description="An API token: `Bearer sr_...
 
 
 # Every dependency here is `async def` although none awaits: FastAPI runs plain `def`
-# dependencies in a thread pool, a hand-off that halved requests/s on the hot path.
+# dependencies in a thread pool, a hand-off too costly for the hot path.
 
 
 async def get_services(request: Request) -> Services:
@@ -48,7 +48,7 @@ async def get_current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     # Called, not declared as a sub-dependency: FastAPI solves every declared one per
-    # request (~15 us each), and this dependency runs on every request.
+    # request, a cost on this hot path (docs/performance.md).
     services = await get_services(request)
     # A missing or wrong token counts against the client's address: 429 once over the limit.
     if credentials is None or credentials.scheme.lower() != "bearer":

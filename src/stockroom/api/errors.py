@@ -127,7 +127,7 @@ _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "title": "Problem",
-    "description": "RFC 9457 problem details; `errors` lists each invalid field or CSV cell.",
+    "description": "RFC 9457 problem details; `errors` lists each invalid field.",
     "required": ["type", "title", "status"],
     "properties": {
         "type": {"type": "string"},

@@ -49,8 +49,8 @@ PriceFilter = Annotated[
 async def get_product(request: Request) -> Response:
     """GET /products/{product_id}, the hot read, as a plain Starlette endpoint.
 
-    FastAPI's dependency solving and its route wrappers cost about as much CPU as the
-    database read itself (docs/performance.md), so this route is served without them. It
+    FastAPI's dependency solving and its route wrappers are a large share of its CPU
+    (docs/performance.md), so this route is served without them. It
     authenticates and validates with the same functions and error shapes as the declared
     operation below, which documents it in the OpenAPI schema.
     """

@@ -31,7 +31,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
                 "application_name": APPLICATION_NAME,
                 # asyncpg prepares every statement; after five runs PostgreSQL may switch to
                 # a generic plan that cannot see the LIKE pattern or the price bound, and
-                # picks a 70 ms bitmap plan over a 1 ms index walk (docs/performance.md).
+                # picks a slow bitmap plan over an index walk (docs/performance.md).
                 "plan_cache_mode": "force_custom_plan",
             }
         },

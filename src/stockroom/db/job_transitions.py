@@ -1,9 +1,9 @@
 """A job's start and success (`JobTransitions`): on PostgreSQL one statement each, on a bare
 asyncpg pool; elsewhere (SQLite, the unit tests' fakes) through a unit of work's repositories.
 
-Through the unit of work each was a transaction of five round trips (BEGIN, the job, the
-image, the product's updated_at, COMMIT) costing ~1.8 ms of worker CPU; as one statement of
-data-modifying CTEs, in autocommit, ~0.2 ms and one round trip (docs/architecture.md). The
+Through the unit of work each would be a transaction of five round trips (BEGIN, the job,
+the image, the product's updated_at, COMMIT); as one statement of data-modifying CTEs, in
+autocommit, it is one round trip and a fraction of the CPU (docs/architecture.md). The
 statements write exactly what `UnitOfWorkJobTransitions` writes through the repositories,
 rows map through db/image_jobs.py's `job_from`, and
 tests/integration/test_job_transitions_contract.py holds the two to equal results.

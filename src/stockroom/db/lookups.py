@@ -2,8 +2,8 @@
 PostgreSQL, through a read-only unit of work elsewhere (SQLite, and the unit tests' fakes).
 
 Every authenticated GET looks up its token, and GET /products/{id} on a cache miss its
-product: through a read-only unit of work these cost ~250 us of CPU each against ~90 us
-for the same select on a bare asyncpg pool (docs/architecture.md). The SQL is written by
+product: through a read-only unit of work these cost several times the CPU of the same
+select on a bare asyncpg pool (docs/architecture.md). The SQL is written by
 hand but maps through the repositories' own row functions, and an integration test holds
 both implementations to equal results.
 """

@@ -1,4 +1,4 @@
-"""Product services: every entrypoint (API, CSV import, CLI) goes through these."""
+"""Product services: the API's product routes go through these."""
 
 from __future__ import annotations
 

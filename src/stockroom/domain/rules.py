@@ -1,4 +1,4 @@
-"""Field rules shared by every entrypoint (API schemas, CSV import, CLI)."""
+"""Field rules shared by the API schemas and the product services."""
 
 from __future__ import annotations
 

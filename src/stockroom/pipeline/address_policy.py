@@ -1,4 +1,4 @@
-"""Which network addresses Stockroom may fetch from or call back to (SSRF defence).
+"""Which network addresses Stockroom may fetch from (SSRF defence).
 
 Only public unicast addresses are allowed unless the policy allows private networks, or names
 the exact (address, port) as an allowed endpoint. Hosts are resolved once and every address is

@@ -1,11 +1,10 @@
 """An httpcore network backend on asyncio's own streams, for the guarded download.
 
 httpcore's default backend goes through anyio: a task group per connect and a cancel scope
-per read and write, about 30 reads for a 1 MB image. This backend does the same work with
+per read and write, many of each per image. This backend does the same work with
 `asyncio.open_connection`, `asyncio.timeout` and `StreamWriter.start_tls`, and raises
-httpcore's exceptions, so httpx and the callers see no difference. A download of the
-benchmark corpus (0.9 MB on average) took 2.1-2.2 ms of CPU on uvloop before, 1.85 after
-(2.6-2.8 and 2.0-2.1 on asyncio's own loop); docs/performance.md.
+httpcore's exceptions, so httpx and the callers see no difference, for less CPU per
+download (docs/performance.md).
 
 It connects where it is told: choosing and vetting the address stays in `fetch.py`.
 """

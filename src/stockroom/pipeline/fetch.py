@@ -119,7 +119,7 @@ def _verified_context() -> ssl.SSLContext:
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that only ever connects to addresses `policy` permits.
 
-    Use it for any outbound call to a user-supplied URL (webhook callbacks too). It raises
+    Use it for any outbound call to a user-supplied URL. It raises
     httpcore errors and BlockedAddress as they are; `fetch_image` maps them to ImageErrors.
     """
 
