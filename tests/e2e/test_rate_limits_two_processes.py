@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.api_processes import cli_token, is_up, serving
-from tests.support.redis_server import require_redis, unique_prefix
-from tests.support.services import REDIS_URL
+from tests.support.api_processes import cli_token, is_up, two_instances
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -22,21 +19,10 @@ WRITES = 5
 
 @pytest.fixture
 def instances(postgres_url: str, tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
-    require_redis()
-    env = {
-        "STOCKROOM_ENVIRONMENT": "test",
-        "STOCKROOM_DATABASE_URL": postgres_url,
-        "STOCKROOM_CACHE_URL": REDIS_URL,
-        "STOCKROOM_CACHE_KEY_PREFIX": unique_prefix(),
-        "STOCKROOM_CACHE_SOCKET_TIMEOUT_SECONDS": "2",
-        "STOCKROOM_STORAGE_URL": f"file://{tmp_path / 'media'}",
-        "STOCKROOM_LOG_LEVEL": "WARNING",
-        "STOCKROOM_RATE_LIMIT_WRITES_PER_MINUTE": str(WRITES),
-    }
-    with ExitStack() as stack:
-        first = stack.enter_context(serving(env, tmp_path / "a.log"))
-        second = stack.enter_context(serving(env, tmp_path / "b.log"))
-        yield first, second, env
+    with two_instances(
+        postgres_url, tmp_path, STOCKROOM_RATE_LIMIT_WRITES_PER_MINUTE=str(WRITES)
+    ) as running:
+        yield running
 
 
 async def test_two_processes_share_one_write_budget(

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.api_processes import cli_token, is_up, serving
-from tests.support.redis_server import require_redis, unique_prefix
-from tests.support.services import REDIS_URL
+from tests.support.api_processes import cli_token, is_up, two_instances
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -21,22 +18,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 @pytest.fixture
 def instances(postgres_url: str, tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
-    require_redis()
-    env = {
-        "STOCKROOM_ENVIRONMENT": "test",
-        "STOCKROOM_DATABASE_URL": postgres_url,
-        "STOCKROOM_CACHE_URL": REDIS_URL,
-        "STOCKROOM_CACHE_KEY_PREFIX": unique_prefix(),
-        # A loaded CI machine can stall a Redis reply past the 0.25 s default; a timed-out
-        # invalidation is the outage case (tested elsewhere), not the one this test is about.
-        "STOCKROOM_CACHE_SOCKET_TIMEOUT_SECONDS": "2",
-        "STOCKROOM_STORAGE_URL": f"file://{tmp_path / 'media'}",
-        "STOCKROOM_LOG_LEVEL": "WARNING",
-    }
-    with ExitStack() as stack:
-        first = stack.enter_context(serving(env, tmp_path / "a.log"))
-        second = stack.enter_context(serving(env, tmp_path / "b.log"))
-        yield first, second, env
+    with two_instances(postgres_url, tmp_path) as running:
+        yield running
 
 
 async def test_a_patch_through_one_instance_is_read_through_the_other_at_once(

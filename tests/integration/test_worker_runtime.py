@@ -8,7 +8,7 @@ import pytest
 from tests.support.services import REDIS_URL
 from tests.support.settings import make_settings
 
-from stockroom.adapters.cache import NearProductCache, RedisProductCache
+from stockroom.adapters.cache import NearCache, RedisCache
 from stockroom.worker import WorkerRuntime
 
 pytestmark = pytest.mark.redis
@@ -25,8 +25,8 @@ async def test_a_worker_invalidates_redis_directly_without_a_near_cache(
     runtime = WorkerRuntime(settings)
     try:
         context = await runtime.context()
-        assert isinstance(context.cache, RedisProductCache)
-        assert not isinstance(context.cache, NearProductCache)
+        assert isinstance(context.cache, RedisCache)
+        assert not isinstance(context.cache, NearCache)
     finally:
         await runtime.close()
     assert settings.cache_near_max_entries == 1000  # the caller's settings are untouched

@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stockroom.db.products import result_columns
 from stockroom.db.tables import image_jobs, outbox
 from stockroom.domain.errors import FieldError, InvalidInput
 from stockroom.domain.models import ImageJob, ImageResult, JobKind, JobStatus, OutboxMessage
@@ -72,14 +73,8 @@ class SqlImageJobRepository:
         return await self._finish(
             job_id,
             status=JobStatus.SUCCEEDED.value,
-            output_key=result.output_key,
             output_url=result.output_url,
-            width=result.width,
-            height=result.height,
-            bytes_in=result.bytes_in,
-            bytes_out=result.bytes_out,
-            error=None,
-            error_code=None,
+            **result_columns(result),
         )
 
     async def mark_failed(

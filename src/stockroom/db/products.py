@@ -160,13 +160,7 @@ class SqlProductRepository:
             image_id,
             status=ImageStatus.READY.value,
             compressed_url=result.output_url,
-            output_key=result.output_key,
-            width=result.width,
-            height=result.height,
-            bytes_in=result.bytes_in,
-            bytes_out=result.bytes_out,
-            error=None,
-            error_code=None,
+            **result_columns(result),
         )
 
     async def record_image_failure(self, image_id: int, error: str, error_code: str) -> int | None:
@@ -278,3 +272,17 @@ def _image(values: Any) -> ProductImage:
         error=values["error"],
         error_code=values["error_code"],
     )
+
+
+def result_columns(result: ImageResult) -> dict[str, object]:
+    """The columns a result fills on an image row and on its job's row alike (the URL's
+    column is named differently), clearing any earlier error."""
+    return {
+        "output_key": result.output_key,
+        "width": result.width,
+        "height": result.height,
+        "bytes_in": result.bytes_in,
+        "bytes_out": result.bytes_out,
+        "error": None,
+        "error_code": None,
+    }

@@ -20,21 +20,12 @@ __all__ = [
     "CacheOptions",
     "KeyedCache",
     "MemoryCache",
-    "MemoryProductCache",
     "NearCache",
-    "NearProductCache",
     "RedisCache",
-    "RedisProductCache",
     "WriteOnlyCache",
     "build_product_cache",
     "build_token_cache",
 ]
-
-# The names from before tokens shared these classes; pipeline/worker.py and
-# tests/integration/test_worker_runtime.py still use them.
-MemoryProductCache = MemoryCache
-NearProductCache = NearCache
-RedisProductCache = RedisCache
 
 
 def build_product_cache(cache_url: str, options: CacheOptions) -> KeyedCache:

@@ -28,15 +28,14 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import structlog
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from stockroom.adapters.cache.breaker import CircuitBreaker
 from stockroom.adapters.cache.keyed import Key
 from stockroom.adapters.cache.metrics import CACHE_BREAKER_OPEN, CACHE_ERRORS, CACHE_REQUESTS
 from stockroom.adapters.cache.options import CacheOptions
+from stockroom.adapters.redis_pool import fail_fast_pool
 from stockroom.domain.errors import CacheUnavailable
 from stockroom.domain.ports import CachedProduct
 
@@ -118,21 +117,9 @@ class RedisCache:
 
     @classmethod
     def from_url(cls, url: str, options: CacheOptions, *, namespace: str = "product") -> RedisCache:
-        """Build the client without connecting; no retries, so one failure costs one timeout.
-
-        A blocking pool: past `MAX_CONNECTIONS` calls in flight, a call waits (up to the
-        socket timeout) for a connection, where redis-py's default pool raises at once, and
-        a burst of traffic would open the breaker and send every request to the database.
-        """
-        timeout = options.socket_timeout
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        """Build the client without connecting (adapters/redis_pool.py: one failure costs one
+        timeout; a burst waits for a connection instead of opening the breaker)."""
+        pool = fail_fast_pool(url, timeout=options.socket_timeout, max_connections=MAX_CONNECTIONS)
         client = Redis.from_pool(pool)
         breaker = CircuitBreaker(cooldown=options.breaker_cooldown, clock=options.clock)
         return cls(

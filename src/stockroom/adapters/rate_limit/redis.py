@@ -6,13 +6,11 @@ from typing import Any
 
 from limits.aio.storage import RedisStorage
 from limits.errors import StorageError
-from redis.asyncio import BlockingConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from stockroom.adapters.cache.breaker import CircuitBreaker
 from stockroom.adapters.rate_limit.windows import WindowRateLimiter
+from stockroom.adapters.redis_pool import fail_fast_pool
 
 MAX_CONNECTIONS = 32  # per process; each hit holds a connection for one round trip
 
@@ -21,14 +19,7 @@ def redis_rate_limiter(
     url: str, *, socket_timeout: float, breaker_cooldown: float, key_prefix: str
 ) -> WindowRateLimiter:
     """Build the client without connecting; no retries, so one failure costs one timeout."""
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=socket_timeout,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=socket_timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
+    pool = fail_fast_pool(url, timeout=socket_timeout, max_connections=MAX_CONNECTIONS)
     # `limits` types its client options as scalars; a ready pool is what it passes on.
     options: dict[str, Any] = {"connection_pool": pool}
     storage = RedisStorage(
