@@ -193,7 +193,10 @@ def _install_demo_photos(settings: Settings, base: str) -> str | None:
 @app.command()
 def worker(
     processes: Annotated[
-        int | None, typer.Option(help="Worker processes (default: STOCKROOM_WORKER_PROCESSES).")
+        int | None,
+        typer.Option(
+            help="Worker processes (default: STOCKROOM_WORKER_PROCESSES, else one per core)."
+        ),
     ] = None,
     threads: Annotated[
         int | None, typer.Option(help="Threads per process (default: STOCKROOM_WORKER_THREADS).")
@@ -213,7 +216,7 @@ def worker(
 
     run_workers(
         settings,
-        processes or settings.worker_processes,
+        processes or settings.worker_process_count,
         threads or settings.worker_threads,
         set(queue) if queue else None,
     )

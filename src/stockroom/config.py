@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -52,7 +53,8 @@ class Settings(BaseSettings):
     # false: GET /products/{id} always reads the database (tokens stay cached); see docs.
     cache_products: bool = True
 
-    worker_processes: int = Field(2, ge=1, le=64)
+    # None: one per core, as Dramatiq's own CLI does (`worker_process_count`).
+    worker_processes: int | None = Field(None, ge=1, le=64)
     worker_threads: int = Field(2, ge=1, le=64)
     # libvips operations at once per worker process; threads beyond it download, store and
     # write back meanwhile, so a core does not idle on a job's I/O (docs/configuration.md).
@@ -130,6 +132,10 @@ class Settings(BaseSettings):
         if self.log_format is not None:
             return self.log_format
         return "console" if self.environment == "development" else "json"
+
+    @property
+    def worker_process_count(self) -> int:
+        return self.worker_processes or os.cpu_count() or 1
 
     @property
     def is_embedded_broker(self) -> bool:

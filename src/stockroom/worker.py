@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -12,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import dramatiq
+import pyvips
 import structlog
 import uvloop
 from dramatiq.asyncio import get_event_loop_thread
@@ -122,6 +124,11 @@ def run_worker_process(
     # when the worker starts: under this policy it is a uvloop loop, as the API's is under
     # uvicorn, which costs less CPU per job (docs/performance.md).
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    # One libvips thread per operation: the processes already fill the cores, and libvips'
+    # own default (a thread per core in each process) only adds contention. An explicit
+    # VIPS_CONCURRENCY still wins.
+    if "VIPS_CONCURRENCY" not in os.environ:
+        pyvips.concurrency_set(1)
     runtime = WorkerRuntime(settings)
     broker = build_broker_for(settings, event_loop_thread=True)
     declare_actors(broker, settings, runtime.context, _on_event_loop_thread)
