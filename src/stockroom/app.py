@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from stockroom.adapters.storage import FileImageStore
-from stockroom.api import admin, health, products, users
+from stockroom.api import admin, health, jobs, products, users
 from stockroom.api.body_limit import BodySizeLimitMiddleware
 from stockroom.api.errors import install_error_handlers
 from stockroom.api.media import MediaFiles
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)  # added last: outermost, sees every answer
     # Starlette tries routes in order until one matches: the hot one (GET /products/{id})
     # goes first.
-    for router in (products.router, users.router, health.router, admin.router):
+    for router in (products.router, jobs.router, users.router, health.router, admin.router):
         app.include_router(router)
     if settings.storage_url.startswith("file:"):
         root = FileImageStore.from_url(settings.storage_url, settings.public_base_url).root

@@ -25,6 +25,7 @@ from stockroom.demo.product import SKU, announce_in_background
 from stockroom.domain import image_jobs
 from stockroom.domain import users as user_service
 from stockroom.domain.errors import EmailTaken
+from stockroom.domain.image_jobs import QUEUES
 from stockroom.domain.models import ImageJob, IssuedToken, User
 from stockroom.logs import configure_logging
 
@@ -201,8 +202,9 @@ def worker(
     threads: Annotated[
         int | None, typer.Option(help="Threads per process (default: STOCKROOM_WORKER_THREADS).")
     ] = None,
-    queue: Annotated[
-        list[str] | None, typer.Option(help="Queue to consume (repeatable; default: images).")
+    queues: Annotated[
+        str | None,
+        typer.Option(help=f"Queues to consume, comma-separated (default: {','.join(QUEUES)})."),
     ] = None,
 ) -> None:
     """Consume image jobs from RabbitMQ until SIGTERM; dead processes are replaced."""
@@ -212,13 +214,19 @@ def worker(
             "[red]STOCKROOM_BROKER_URL is memory://: `serve` runs the workers itself.[/red]"
         )
         raise typer.Exit(2)
+    chosen = {name.strip() for name in (queues or "").split(",") if name.strip()}
+    if unknown := sorted(chosen - set(QUEUES)):
+        console.print(
+            f"[red]no such queue: {', '.join(unknown)} (known: {', '.join(QUEUES)})[/red]"
+        )
+        raise typer.Exit(2)
     from stockroom.worker import run_workers
 
     run_workers(
         settings,
         processes or settings.worker_process_count,
         threads or settings.worker_threads,
-        set(queue) if queue else None,
+        chosen or None,
     )
 
 

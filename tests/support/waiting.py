@@ -38,3 +38,16 @@ async def settled_product(
 
     result: dict[str, Any] = await eventually(check, timeout=timeout)
     return result
+
+
+async def settled_job(
+    client: httpx.AsyncClient, job_id: str, headers: dict[str, str], timeout: float = 30.0
+) -> dict[str, Any]:
+    """The standalone job once it succeeded or failed."""
+
+    async def check() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await client.get(f"/jobs/{job_id}", headers=headers)).json()
+        return body if body["status"] in ("succeeded", "failed") else None
+
+    result: dict[str, Any] = await eventually(check, timeout=timeout)
+    return result

@@ -14,6 +14,7 @@ from stockroom.domain.errors import FieldError, InvalidInput
 from stockroom.domain.operations import (
     DEFAULT_PIPELINE,
     IMAGE_FORMATS,
+    MAX_DEGREES,
     MAX_OPERATIONS,
     MAX_SIZE,
     Compress,
@@ -98,6 +99,9 @@ def test_every_bad_text_operation_is_reported_with_its_index() -> None:
         ({"op": "rotate", "degrees": "90"}, "degrees must be a number"),
         ({"op": "rotate", "degrees": math.inf}, "finite"),
         ({"op": "rotate", "degrees": math.nan}, "finite"),
+        # Too large to store as JSON (orjson: 64-bit) or to test as a float (OverflowError).
+        ({"op": "rotate", "degrees": 10**400}, "between -36000 and 36000"),
+        ({"op": "rotate", "degrees": 1e300}, "between -36000 and 36000"),
         ({"op": "convert", "format": "gif"}, "format must be one of"),
         ({"op": "convert", "format": 3}, "format must be a string"),
         ({"op": "compress", "quality": 0}, "between 1 and 100"),
@@ -153,7 +157,7 @@ def test_stored_form_is_the_json_form() -> None:
 
 sizes = st.integers(min_value=1, max_value=MAX_SIZE)
 operations: st.SearchStrategy[Operation] = st.one_of(
-    st.builds(Rotate, st.floats(allow_nan=False, allow_infinity=False, width=32)),
+    st.builds(Rotate, st.floats(-MAX_DEGREES, MAX_DEGREES, allow_nan=False, width=32)),
     st.builds(Resize, sizes, sizes),
     st.builds(ForceResize, sizes, sizes),
     st.builds(Convert, st.sampled_from(IMAGE_FORMATS)),

@@ -19,8 +19,13 @@ from stockroom.domain.models import (
 from stockroom.domain.ports import JobTransitions, ProductCache, UnitOfWork
 from stockroom.domain.users import require_admin
 
+# A queue per kind of work, so a flood of one never starves another; an actor per queue.
 PROCESS_IMAGE = "process_image"
-IMAGES_QUEUE = "images"
+IMAGES_QUEUE = "images"  # product images
+PROCESS_JOB = "process_job"
+JOBS_QUEUE = "jobs"  # standalone image jobs (POST /jobs)
+ACTOR_BY_QUEUE = {IMAGES_QUEUE: PROCESS_IMAGE, JOBS_QUEUE: PROCESS_JOB}
+QUEUES = tuple(ACTOR_BY_QUEUE)
 SUPERSEDED = "superseded: the product image was removed or replaced before processing"
 
 
@@ -160,7 +165,9 @@ async def redrive(
                 job.product_image_id, ImageStatus.PENDING
             )
             _invalidate_after_commit(uow, cache, product_id)
-        await uow.outbox.add(job.id, PROCESS_IMAGE, job.queue, request_id or job.request_id)
+        await uow.outbox.add(
+            job.id, ACTOR_BY_QUEUE[job.queue], job.queue, request_id or job.request_id
+        )
         await uow.commit()
     return job
 
@@ -173,7 +180,7 @@ async def requeue_unfinished(uow: UnitOfWork, older_than: datetime | None = None
     async with uow:
         jobs = await uow.image_jobs.unfinished(older_than)
         for job in jobs:
-            await uow.outbox.add(job.id, PROCESS_IMAGE, job.queue, job.request_id)
+            await uow.outbox.add(job.id, ACTOR_BY_QUEUE[job.queue], job.queue, job.request_id)
         await uow.commit()
     return len(jobs)
 

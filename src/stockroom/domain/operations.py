@@ -18,6 +18,7 @@ _FORMAT_ALIASES = {"jpg": "jpeg"}
 MIN_SIZE, MAX_SIZE = 1, 10_000
 MIN_QUALITY, MAX_QUALITY = 1, 100
 MAX_OPERATIONS = 20
+MAX_DEGREES = 36_000  # a hundred turns: any angle, as a number every store can hold
 _Item = TypeVar("_Item")
 
 
@@ -38,8 +39,10 @@ class Rotate:
     def __post_init__(self) -> None:
         if isinstance(self.degrees, bool) or not isinstance(self.degrees, int | float):
             raise ValueError("degrees must be a number")
-        if not math.isfinite(self.degrees):
+        if isinstance(self.degrees, float) and not math.isfinite(self.degrees):
             raise ValueError("degrees must be a finite number")
+        if not -MAX_DEGREES <= self.degrees <= MAX_DEGREES:
+            raise ValueError(f"degrees must be between {-MAX_DEGREES} and {MAX_DEGREES}")
 
 
 @dataclass(frozen=True, slots=True)

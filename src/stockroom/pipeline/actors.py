@@ -16,7 +16,7 @@ import structlog
 from dramatiq.middleware import CurrentMessage
 
 from stockroom.config import Settings
-from stockroom.domain.image_jobs import IMAGES_QUEUE, PROCESS_IMAGE
+from stockroom.domain.image_jobs import ACTOR_BY_QUEUE, QUEUES
 from stockroom.pipeline.processing import PipelineContext, run_image_job
 
 ContextFactory = Callable[[], Awaitable[PipelineContext]]
@@ -26,7 +26,7 @@ Runner = Callable[[Coroutine[Any, Any, None]], None]
 
 def declare_actors(
     broker: dramatiq.Broker, settings: Settings, context: ContextFactory, run: Runner
-) -> dramatiq.Actor[Any, Any]:
+) -> list[dramatiq.Actor[Any, Any]]:
     max_retries = settings.job_max_retries
 
     def retry_when(retries: int, exc: BaseException) -> bool:
@@ -52,13 +52,16 @@ def declare_actors(
             )
         )
 
-    actor: dramatiq.Actor[Any, Any] = dramatiq.actor(
-        broker=broker,
-        actor_name=PROCESS_IMAGE,
-        queue_name=IMAGES_QUEUE,
-        max_retries=max_retries,
-        min_backoff=settings.job_min_backoff_ms,
-        max_backoff=settings.job_max_backoff_ms,
-        retry_when=retry_when,
-    )(process_image)
-    return actor
+    # One actor per queue (a queue per kind of work), both running the same pipeline.
+    return [
+        dramatiq.actor(
+            broker=broker,
+            actor_name=ACTOR_BY_QUEUE[queue],
+            queue_name=queue,
+            max_retries=max_retries,
+            min_backoff=settings.job_min_backoff_ms,
+            max_backoff=settings.job_max_backoff_ms,
+            retry_when=retry_when,
+        )(process_image)
+        for queue in QUEUES
+    ]
