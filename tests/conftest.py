@@ -18,6 +18,7 @@ from stockroom.bootstrap import Role, Services, bootstrap
 from stockroom.config import Settings
 from stockroom.domain import users
 from tests.support.databases import empty_tables_sql, postgres_database, sqlite_database
+from tests.support.image_server import ImageServer, serve_images
 from tests.support.services import require
 from tests.support.settings import make_settings
 
@@ -52,6 +53,13 @@ async def bare_services(database_url: str, tmp_path: Path) -> AsyncIterator[Serv
     the rows."""
     async with bootstrapped(database_url, tmp_path / "media") as services:
         yield services
+
+
+@pytest.fixture
+def images() -> Iterator[ImageServer]:
+    """A local HTTP server of test images (tests/support/image_server.py), on 127.0.0.1."""
+    with serve_images() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ pipeline on SQLite and PostgreSQL, with images served by a local HTTP server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,8 @@ import httpx
 import pytest
 import pyvips
 from tests.conftest import Account
-from tests.support.image_server import ImageServer, serve_images
-from tests.support.settings import make_settings
+from tests.support.image_server import ImageServer
+from tests.support.settings import pipeline_settings
 from tests.support.waiting import settled_job, settled_product
 
 from stockroom.config import Settings
@@ -20,22 +19,9 @@ from stockroom.domain.errors import SourceClientError
 
 
 @pytest.fixture
-def images() -> Iterator[ImageServer]:
-    with serve_images() as server:
-        yield server
-
-
-@pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     """Private addresses allowed (the image server is on loopback); quick retries."""
-    return make_settings(
-        database_url,
-        tmp_path / "media",
-        allow_private_networks=True,
-        job_max_retries=1,
-        job_min_backoff_ms=20,
-        job_max_backoff_ms=50,
-    )
+    return pipeline_settings(database_url, tmp_path / "media", job_max_retries=1)
 
 
 async def submit(

@@ -4,7 +4,6 @@ SQLite and PostgreSQL, with images served by a local HTTP server."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,11 +11,11 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 from tests.conftest import Account, make_account
-from tests.support.image_server import ImageServer, serve_images
+from tests.support.image_server import ImageServer
 from tests.support.products import new_product
 from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
 from tests.support.services import REDIS_URL
-from tests.support.settings import make_settings
+from tests.support.settings import make_settings, pipeline_settings
 from tests.support.waiting import eventually, settled_product
 
 from stockroom.app import create_app
@@ -27,23 +26,9 @@ from stockroom.domain.queries import NewProduct
 
 
 @pytest.fixture
-def images() -> Iterator[ImageServer]:
-    with serve_images() as server:
-        yield server
-
-
-@pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     """Private addresses allowed (the image server is on loopback); quick retries."""
-    return make_settings(
-        database_url,
-        tmp_path / "media",
-        allow_private_networks=True,
-        job_max_retries=2,
-        job_min_backoff_ms=20,
-        job_max_backoff_ms=100,
-        worker_threads=2,
-    )
+    return pipeline_settings(database_url, tmp_path / "media", worker_threads=2)
 
 
 async def test_good_images_become_ready_and_bad_ones_fail_in_order(

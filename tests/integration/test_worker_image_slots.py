@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 import httpx
 import pytest
 from tests.conftest import Account
-from tests.support.image_server import ImageServer, serve_images
+from tests.support.image_server import ImageServer
 from tests.support.settings import make_settings
 from tests.support.waiting import settled_product
 
@@ -35,12 +35,6 @@ T = TypeVar("T")
 IMAGES = 6
 THREADS = 4  # the worker's threads: at most this many jobs in flight at once
 DEADLINE = 30.0  # only for a pipeline that is stuck; no assertion depends on timing
-
-
-@pytest.fixture
-def images() -> Iterator[ImageServer]:
-    with serve_images() as server:
-        yield server
 
 
 @pytest.fixture(params=[1, 2], ids=["one-slot", "two-slots"])

@@ -26,3 +26,16 @@ def make_settings(database_url: str, media: Path, **overrides: Any) -> Settings:
         **overrides,
     }
     return Settings(_env_file=None, **values)
+
+
+def pipeline_settings(database_url: str, media: Path, **overrides: Any) -> Settings:
+    """For tests of the embedded pipeline: the image server is on loopback, so private
+    addresses are allowed; retries are quick."""
+    values: dict[str, Any] = {
+        "allow_private_networks": True,
+        "job_max_retries": 2,
+        "job_min_backoff_ms": 20,
+        "job_max_backoff_ms": 100,
+        **overrides,
+    }
+    return make_settings(database_url, media, **values)
