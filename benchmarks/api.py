@@ -78,7 +78,7 @@ async def _smoke(base_url: str, token: str, product_id: int) -> dict[str, Any]:
 
 class ApiBenchmark:
     name = "api"
-    title = "API on PostgreSQL (one uvicorn process, wrk, 32 connections)"
+    title = "API on PostgreSQL (stockroom serve, one process, wrk, 32 connections)"
 
     async def run(self, options: Options) -> SectionResult:
         seconds = 3.0 if options.quick else 10.0

@@ -200,7 +200,7 @@ def pids_named(name: str) -> list[int]:
 
 
 def process_tree(root: int) -> list[int]:
-    """`root` and its descendants (uvicorn with --workers N forks)."""
+    """`root` and its descendants (the server's worker processes)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

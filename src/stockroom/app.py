@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from stockroom.adapters.storage import FileImageStore
 from stockroom.api import admin, health, jobs, products, users
@@ -66,6 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware)
+    # The client's address behind a trusted proxy (granian does not read forwarded headers).
+    trusted = [host.strip() for host in settings.forwarded_allow_ips.split(",") if host.strip()]
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
     app.add_middleware(RequestContextMiddleware)  # added last: outermost, sees every answer
     # Starlette tries routes in order until one matches: the hot one (GET /products/{id})
     # goes first.

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     cache_url: str = "memory://"
     storage_url: str = "file://./media"
     public_base_url: str = "http://127.0.0.1:8000"
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: comma-separated
+    # addresses or networks, or "*" (the client address decides the failed-auth budget).
+    forwarded_allow_ips: str = "127.0.0.1"
     allow_private_networks: bool = False
     # Comma-separated http(s)://<ip>:<port> origins the guarded download may fetch from
     # although they are private (`serve --demo` adds its own); see docs/configuration.md.

@@ -122,7 +122,7 @@ def run_worker_process(
         start_http_server(settings.worker_metrics_port + index, addr="127.0.0.1")
     # Dramatiq's AsyncIO middleware makes the actors' event loop with asyncio.new_event_loop()
     # when the worker starts: under this policy it is a uvloop loop, as the API's is under
-    # uvicorn, which costs less CPU per job (docs/performance.md).
+    # granian, which costs less CPU per job (docs/performance.md).
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     # One libvips thread per operation: the processes already fill the cores, and libvips'
     # own default (a thread per core in each process) only adds contention. An explicit

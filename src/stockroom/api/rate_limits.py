@@ -24,8 +24,8 @@ async def count_write(services: Services, user_id: int) -> None:
 
 async def count_auth_failure(services: Services, request: Request) -> None:
     """Count a missing or wrong token from the client's address; raise RateLimited once the
-    address's budget is spent. Behind a proxy, uvicorn's proxy headers and forwarded-allow-ips
-    (FORWARDED_ALLOW_IPS) decide which address this is."""
+    address's budget is spent. Behind a proxy, STOCKROOM_FORWARDED_ALLOW_IPS decides which
+    address this is (app.py)."""
     limit = services.auth_failure_limit
     if limit is not None:
         address = request.client.host if request.client is not None else "unknown"
