@@ -121,6 +121,25 @@ async def test_failed_authentication_from_one_address_gets_429_after_the_limit(
     assert elsewhere.status_code == 401
 
 
+async def test_behind_a_trusted_proxy_the_forwarded_client_is_counted(app: FastAPI) -> None:
+    """A proxy on 127.0.0.1 (STOCKROOM_FORWARDED_ALLOW_IPS) speaks for many clients: each
+    spends its own budget. Another peer's X-Forwarded-For is not believed."""
+    wrong = {"Authorization": "Bearer sr_not-a-real-token"}
+    attacker = {**wrong, "X-Forwarded-For": "203.0.113.9"}
+    async with client_from(app, "127.0.0.1") as proxy, client_from(app, "198.51.100.7") as peer:
+        for _ in range(AUTH_FAILURES):
+            await proxy.get("/me", headers=attacker)
+        over = await proxy.get("/me", headers=attacker)
+        someone_else = await proxy.get("/me", headers={**wrong, "X-Forwarded-For": "192.0.2.44"})
+        for _ in range(AUTH_FAILURES):
+            await peer.get("/me", headers=attacker)  # counted for 198.51.100.7, not .9
+        the_peer = await peer.get("/me", headers=wrong)
+
+    assert_rate_limited(over, AUTH_FAILURES)
+    assert someone_else.status_code == 401
+    assert_rate_limited(the_peer, AUTH_FAILURES)
+
+
 async def test_a_limit_of_zero_turns_the_limits_off(database_url: str, tmp_path: Path) -> None:
     off = make_settings(
         database_url,
