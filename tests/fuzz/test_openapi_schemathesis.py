@@ -25,6 +25,7 @@ from stockroom.db.engine import create_engine
 from stockroom.db.uow import SqlUnitOfWork
 from stockroom.domain import users
 from tests.support.databases import sqlite_database
+from tests.support.services import free_port
 
 EXAMPLES_PER_OPERATION = 40
 Operation = APIOperation[Any, Any, Any, Any]
@@ -65,8 +66,13 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
                 public_base_url="http://testserver",
                 log_format="console",
                 log_level="ERROR",
-                # Fuzzed image URLs never resolve: fail their jobs at once, since a retry's
-                # jittered backoff draws from `random`, which Hypothesis guards.
+                # No pipeline runs beside the fuzzer: the jobs it creates stay in the outbox
+                # (a broker port nothing listens on; an in-process cache needs the in-process
+                # broker). Jobs processed in threads beside Hypothesis once made CPython 3.11's
+                # parser fail ("AST constructor recursion depth mismatch"), and the HTTP
+                # surface is what this test is about.
+                broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+                cache_url="none://",
                 job_max_retries=0,
                 # Schemathesis sends hundreds of requests without a token and expects 401
                 # each time; the per-address budget would answer 429 (tested elsewhere).
@@ -102,6 +108,8 @@ def test_no_input_causes_a_server_error_or_breaks_the_schema(
     for result in api_schema.get_all_operations():
         assert isinstance(result, Ok), result.err()  # the published schema itself is broken
         operation = result.ok()
+        if operation.label == "GET /ready":
+            continue  # it takes no input, and rightly answers 503 here (the broker is down)
         try:
             _fuzz(operation, mode, target, statuses)
         except Unsatisfiable:
