@@ -118,7 +118,7 @@ def serve(
         photos = _install_demo_photos(settings, base)
         _print_quickstart(base, issued.secret, user, photos)
         if photos is not None:
-            announce_in_background(base, issued.secret, f"{photos}/{PRODUCT_PHOTO}", typer.echo)
+            announce_in_background(base, issued.secret, f"{photos}/{PRODUCT_PHOTO}")
     configure_logging(
         settings.effective_log_format, settings.log_level, [settings.webhook_secret or ""]
     )

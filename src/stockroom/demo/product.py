@@ -4,9 +4,9 @@ processed; the outcome is printed on stdout."""
 
 from __future__ import annotations
 
-import threading
+import multiprocessing
 import time
-from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import httpx
@@ -17,20 +17,25 @@ SKU = "DEMO-1"
 _POLL_SECONDS = 0.2
 
 
-def announce_in_background(
-    base: str, token: str, image_url: str, print_line: Callable[[str], None]
-) -> threading.Thread:
-    """Start a daemon thread that prints the demo image's compressed URL once it is ready."""
+def announce_in_background(base: str, token: str, image_url: str) -> BaseProcess:
+    """Start a process that prints the demo image's compressed URL once it is ready.
 
-    def run() -> None:
-        try:
-            print_line(demo_product_outcome(base, token, image_url))
-        except (httpx.HTTPError, ValueError, KeyError, TimeoutError) as exc:
-            print_line(f"demo product: gave up ({type(exc).__name__}: {exc})")
+    A process of its own (spawned), not a thread: the server forks its workers, and a
+    thread inside OpenSSL or the resolver at that moment leaves a lock held in the child
+    for ever (seen: a worker stuck in `ssl.create_default_context` at its start)."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=_announce, args=(base, token, image_url), name="demo-product", daemon=True
+    )
+    process.start()
+    return process
 
-    thread = threading.Thread(target=run, name="demo-product", daemon=True)
-    thread.start()
-    return thread
+
+def _announce(base: str, token: str, image_url: str) -> None:
+    try:
+        line = demo_product_outcome(base, token, image_url)
+    except (httpx.HTTPError, ValueError, KeyError, TimeoutError) as exc:
+        line = f"demo product: gave up ({type(exc).__name__}: {exc})"
+    print(line, flush=True)
 
 
 def demo_product_outcome(base: str, token: str, image_url: str, timeout: float = 60.0) -> str:
