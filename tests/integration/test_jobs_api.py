@@ -12,7 +12,7 @@ import pyvips
 from tests.conftest import Account
 from tests.support.image_server import ImageServer
 from tests.support.settings import pipeline_settings
-from tests.support.waiting import settled_job, settled_product
+from tests.support.waiting import settled_job, settled_lamp
 
 from stockroom.config import Settings
 from stockroom.domain.errors import SourceClientError
@@ -157,16 +157,7 @@ async def test_jobs_are_their_owners_alone_and_an_admin_sees_all(
 async def test_a_product_images_job_is_not_a_job_of_this_resource(
     client: httpx.AsyncClient, alice: Account, admin: Account, images: ImageServer
 ) -> None:
-    created = await client.post(
-        "/products",
-        json={
-            "product_name": "Lamp",
-            "product_price": "5",
-            "product_images": [images.url("status/404")],
-        },
-        headers=alice.headers,
-    )
-    await settled_product(client, created.json()["id"], alice.headers)
+    await settled_lamp(client, alice.headers, [images.url("status/404")])
     (letter,) = (await client.get("/admin/dead-letters", headers=admin.headers)).json()["items"]
 
     as_job = await client.get(f"/jobs/{letter['id']}", headers=alice.headers)

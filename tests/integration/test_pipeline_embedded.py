@@ -16,7 +16,7 @@ from tests.support.products import new_product
 from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
 from tests.support.services import REDIS_URL
 from tests.support.settings import make_settings, pipeline_settings
-from tests.support.waiting import eventually, settled_product
+from tests.support.waiting import create_lamp, eventually, settled_lamp, settled_product
 
 from stockroom.app import create_app
 from stockroom.bootstrap import Role, Services, bootstrap
@@ -40,13 +40,7 @@ async def test_good_images_become_ready_and_bad_ones_fail_in_order(
         images.url("status/404"),
         images.url("text.txt"),
     ]
-    created = await client.post(
-        "/products",
-        json={"product_name": "Lamp", "product_price": "5", "product_images": urls},
-        headers=alice.headers,
-    )
-
-    product = await settled_product(client, created.json()["id"], alice.headers)
+    product = await settled_lamp(client, alice.headers, urls)
 
     assert product["product_images"] == urls
     assert [image["status"] for image in product["images"]] == [
@@ -77,17 +71,7 @@ async def test_good_images_become_ready_and_bad_ones_fail_in_order(
 async def test_transient_failures_retry_then_dead_letter_and_can_be_redriven(
     client: httpx.AsyncClient, alice: Account, admin: Account, images: ImageServer
 ) -> None:
-    created = await client.post(
-        "/products",
-        json={
-            "product_name": "Lamp",
-            "product_price": "5",
-            "product_images": [images.url("status/503")],
-        },
-        headers=alice.headers,
-    )
-
-    product = await settled_product(client, created.json()["id"], alice.headers)
+    product = await settled_lamp(client, alice.headers, [images.url("status/503")])
 
     assert product["images"][0]["status"] == "failed"
     assert product["images"][0]["error_code"] == "retries_exhausted"
@@ -107,7 +91,7 @@ async def test_transient_failures_retry_then_dead_letter_and_can_be_redriven(
     )
 
     assert redriven.status_code == 202
-    again = await settled_product(client, created.json()["id"], alice.headers)
+    again = await settled_product(client, product["id"], alice.headers)
     assert again["images"][0]["error_code"] == "retries_exhausted"
     after = (await client.get("/admin/dead-letters", headers=admin.headers)).json()["items"]
     assert [letter["attempts"] for letter in after] == [3]  # it ran its retries again
@@ -117,12 +101,7 @@ async def test_patch_queues_only_new_urls_and_keeps_results_of_the_rest(
     client: httpx.AsyncClient, alice: Account, images: ImageServer
 ) -> None:
     jpeg, png = images.url("image.jpg"), images.url("image.png")
-    created = await client.post(
-        "/products",
-        json={"product_name": "Lamp", "product_price": "5", "product_images": [jpeg]},
-        headers=alice.headers,
-    )
-    first = await settled_product(client, created.json()["id"], alice.headers)
+    first = await settled_lamp(client, alice.headers, [jpeg])
 
     patched = await client.patch(
         f"/products/{first['id']}", json={"product_images": [png, jpeg]}, headers=alice.headers
@@ -144,16 +123,8 @@ async def test_refused_address_fails_as_blocked_when_private_networks_are_off(
         owner = await make_account(strict.state.services, f"strict-{uuid.uuid4().hex}@example.com")
         transport = httpx.ASGITransport(app=strict)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            created = await http.post(
-                "/products",
-                json={
-                    "product_name": "Lamp",
-                    "product_price": "5",
-                    "product_images": [images.url("image.jpg"), "http://2130706433/a.jpg"],
-                },
-                headers=owner.headers,
-            )
-            product = await settled_product(http, created.json()["id"], owner.headers)
+            urls = [images.url("image.jpg"), "http://2130706433/a.jpg"]
+            product = await settled_lamp(http, owner.headers, urls)
 
     assert [image["error_code"] for image in product["images"]] == [
         "blocked_address",
@@ -194,12 +165,8 @@ async def test_a_job_replaced_by_a_patch_while_processing_does_not_overwrite_the
     client: httpx.AsyncClient, services: Services, alice: Account, images: ImageServer
 ) -> None:
     slow, png = images.url("slow/1.5"), images.url("image.png")
-    created = await client.post(
-        "/products",
-        json={"product_name": "Lamp", "product_price": "5", "product_images": [slow]},
-        headers=alice.headers,
-    )
-    url = f"/products/{created.json()['id']}"
+    created = await create_lamp(client, alice.headers, [slow])
+    url = f"/products/{created['id']}"
 
     async def processing() -> bool:
         body = (await client.get(url, headers=alice.headers)).json()
@@ -207,7 +174,7 @@ async def test_a_job_replaced_by_a_patch_while_processing_does_not_overwrite_the
 
     await eventually(processing, timeout=10, interval=0.02)
     await client.patch(url, json={"product_images": [png]}, headers=alice.headers)
-    product = await settled_product(client, created.json()["id"], alice.headers)
+    product = await settled_product(client, created["id"], alice.headers)
 
     async def every_job_finished() -> bool:  # the replaced one too, slow as it is
         async with services.uow() as uow:
@@ -278,17 +245,8 @@ async def test_embedded_worker_with_a_redis_cache_keeps_the_api_reading_it(
                     transport=transport, base_url="http://testserver"
                 ) as client:
                     alice = await make_account(application.state.services, f"{prefix}@example.com")
-                    created = await client.post(
-                        "/products",
-                        json={
-                            "product_name": "Lamp",
-                            "product_price": "5",
-                            "product_images": [images.url("image.jpg")],
-                        },
-                        headers=alice.headers,
-                    )
-                    assert created.status_code == 201
-                    product = await settled_product(client, created.json()["id"], alice.headers)
+                    urls = [images.url("image.jpg")]
+                    product = await settled_lamp(client, alice.headers, urls)
                     assert [i["status"] for i in product["images"]] == ["ready"]
                     # The worker's invalidation reached Redis, and the API still reads it.
                     first = await client.get(f"/products/{product['id']}", headers=alice.headers)
@@ -320,14 +278,5 @@ async def test_two_embedded_apps_in_one_process_each_run_their_jobs(
             )
             transport = httpx.ASGITransport(app=application)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-                created = await http.post(
-                    "/products",
-                    json={
-                        "product_name": "Lamp",
-                        "product_price": "5",
-                        "product_images": [images.url("image.jpg")],
-                    },
-                    headers=owner.headers,
-                )
-                product = await settled_product(http, created.json()["id"], owner.headers)
+                product = await settled_lamp(http, owner.headers, [images.url("image.jpg")])
             assert [image["status"] for image in product["images"]] == ["ready"]

@@ -15,7 +15,7 @@ import boto3
 import httpx
 import pytest
 from fastapi import FastAPI
-from tests.conftest import Account, make_account
+from tests.conftest import make_account
 from tests.support.databases import empty_tables_sql
 from tests.support.image_server import ImageServer, serve_images
 from tests.support.moto import MOTO_CREDENTIALS, running_moto_server
@@ -23,7 +23,7 @@ from tests.support.rabbitmq import private_vhost
 from tests.support.redis_server import delete_prefix, require_redis
 from tests.support.services import REDIS_URL, require
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.waiting import eventually, settled_job, settled_product
+from tests.support.waiting import create_lamp, eventually, settled_job, settled_product
 from tests.support.worker_process import running_worker, wait_for_children
 
 from stockroom.app import create_app
@@ -142,17 +142,6 @@ async def api(
         yield pair
 
 
-async def _create(client: httpx.AsyncClient, who: Account, urls: list[str]) -> dict[str, Any]:
-    response = await client.post(
-        "/products",
-        json={"product_name": "Lamp", "product_price": "9.50", "product_images": urls},
-        headers=who.headers,
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def test_worker_processes_compress_into_s3_in_order(
     api: tuple[FastAPI, httpx.AsyncClient], images: ImageServer
 ) -> None:
@@ -165,7 +154,7 @@ async def test_worker_processes_compress_into_s3_in_order(
         images.url("text.txt"),
     ]
 
-    created = await _create(client, alice, urls)
+    created = await create_lamp(client, alice.headers, urls)
     product = await settled_product(client, created["id"], alice.headers)
 
     assert [i["status"] for i in product["images"]] == ["ready", "ready", "failed", "failed"]
@@ -216,7 +205,7 @@ async def test_broker_down_at_creation_loses_nothing(
         async for app, client in _serve(settings):
             alice = await make_account(app.state.services, f"{uuid.uuid4().hex}@example.com")
 
-            created = await _create(client, alice, [images.url("image.jpg")])
+            created = await create_lamp(client, alice.headers, [images.url("image.jpg")])
             ready = await client.get("/ready")
             pending = await client.get(f"/products/{created['id']}", headers=alice.headers)
 
@@ -239,7 +228,9 @@ async def test_sigkill_of_a_worker_mid_batch_still_processes_every_image_once(
     services: Services = app.state.services
     alice = await make_account(services, "bulk@example.com")
     products = [
-        await _create(client, alice, [images.url(f"photo/{p * 10 + i}.jpg") for i in range(10)])
+        await create_lamp(
+            client, alice.headers, [images.url(f"photo/{p * 10 + i}.jpg") for i in range(10)]
+        )
         for p in range(10)
     ]
 

@@ -26,6 +26,28 @@ async def eventually(
     raise AssertionError(f"condition not met within {timeout} s; last result: {result!r}")
 
 
+async def create_lamp(
+    client: httpx.AsyncClient, headers: dict[str, str], urls: list[str]
+) -> dict[str, Any]:
+    """POST a product with these image URLs; its body as created (a 201, asserted)."""
+    response = await client.post(
+        "/products",
+        json={"product_name": "Lamp", "product_price": "5", "product_images": urls},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def settled_lamp(
+    client: httpx.AsyncClient, headers: dict[str, str], urls: list[str]
+) -> dict[str, Any]:
+    """`create_lamp`, then the product once every image is ready or failed."""
+    created = await create_lamp(client, headers, urls)
+    return await settled_product(client, created["id"], headers)
+
+
 async def settled_product(
     client: httpx.AsyncClient, product_id: int, headers: dict[str, str], timeout: float = 30.0
 ) -> dict[str, Any]:

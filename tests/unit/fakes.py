@@ -213,13 +213,7 @@ class FakeProductRepository:
             image_id,
             status=ImageStatus.READY,
             compressed_url=result.output_url,
-            output_key=result.output_key,
-            width=result.width,
-            height=result.height,
-            bytes_in=result.bytes_in,
-            bytes_out=result.bytes_out,
-            error=None,
-            error_code=None,
+            **_result_fields(result),
         )
 
     async def record_image_failure(self, image_id: int, error: str, error_code: str) -> int | None:
@@ -328,14 +322,8 @@ class FakeImageJobRepository:
         return self._finish(
             job_id,
             status=JobStatus.SUCCEEDED,
-            output_key=result.output_key,
             output_url=result.output_url,
-            width=result.width,
-            height=result.height,
-            bytes_in=result.bytes_in,
-            bytes_out=result.bytes_out,
-            error=None,
-            error_code=None,
+            **_result_fields(result),
         )
 
     async def mark_failed(
@@ -528,3 +516,16 @@ def _matches(product: Product, query: ProductQuery) -> bool:
         and (not query.name or query.name.casefold() in product.product_name.casefold())
         and (query.sku is None or product.sku == query.sku)
     )
+
+
+def _result_fields(result: ImageResult) -> dict[str, Any]:
+    """What a result sets on an image and on its job alike (db/products.py result_columns)."""
+    return {
+        "output_key": result.output_key,
+        "width": result.width,
+        "height": result.height,
+        "bytes_in": result.bytes_in,
+        "bytes_out": result.bytes_out,
+        "error": None,
+        "error_code": None,
+    }
