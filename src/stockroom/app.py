@@ -12,9 +12,10 @@ from fastapi.routing import APIRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from stockroom.adapters.storage import FileImageStore
-from stockroom.api import admin, health, jobs, products, users
+from stockroom.api import admin, health, job_uploads, jobs, products, users
 from stockroom.api.body_limit import BodySizeLimitMiddleware
 from stockroom.api.errors import install_error_handlers
+from stockroom.api.job_uploads import MULTIPART_SLACK
 from stockroom.api.media import MediaFiles
 from stockroom.api.middleware import RequestContextMiddleware
 from stockroom.bootstrap import Role, bootstrap
@@ -49,8 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.info("embedded.started", requeued_jobs=requeued)
             assert services.relay is not None
             services.relay.start()
+            for chore in services.chores:
+                chore.start()
             yield
         finally:
+            for chore in services.chores:
+                await chore.stop()
             if services.relay is not None:
                 await services.relay.stop()
             if embedded is not None:
@@ -66,14 +71,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware)
+    # File uploads stream up to the image size limit (and the multipart form around one).
+    file_body = settings.max_image_bytes
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        limits={
+            "/jobs/upload": file_body + MULTIPART_SLACK,
+            "/upload": file_body + MULTIPART_SLACK,
+            "/uploads/": file_body,
+        },
+    )
     # The client's address behind a trusted proxy (granian does not read forwarded headers).
     trusted = [host.strip() for host in settings.forwarded_allow_ips.split(",") if host.strip()]
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
     app.add_middleware(RequestContextMiddleware)  # added last: outermost, sees every answer
     # Starlette tries routes in order until one matches: the hot one (GET /products/{id})
     # goes first.
-    for router in (products.router, jobs.router, users.router, health.router, admin.router):
+    for router in (
+        products.router,
+        jobs.router,
+        job_uploads.router,
+        users.router,
+        health.router,
+        admin.router,
+    ):
         app.include_router(router)
     if settings.storage_url.startswith("file:"):
         root = FileImageStore.from_url(settings.storage_url, settings.public_base_url).root

@@ -26,6 +26,7 @@ from stockroom.db.health import ping_database
 from stockroom.db.job_transitions import AsyncpgJobTransitions, UnitOfWorkJobTransitions
 from stockroom.db.lookups import AsyncpgLookups, UnitOfWorkLookups
 from stockroom.db.uow import SqlUnitOfWork
+from stockroom.domain import jobs
 from stockroom.domain.ports import (
     ImageStore,
     JobTransitions,
@@ -37,6 +38,7 @@ from stockroom.domain.ports import (
 )
 from stockroom.pipeline.address_policy import AddressPolicy
 from stockroom.pipeline.fetch import ImageFetcher
+from stockroom.pipeline.periodic import Periodic
 from stockroom.pipeline.processing import PipelineContext
 from stockroom.pipeline.relay import OutboxRelay
 from stockroom.services import ReadinessCheck, Role, Services
@@ -100,6 +102,7 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
     limiter: RateLimiter = UnlimitedRateLimiter()
     write_limit = auth_failure_limit = None
     broker: dramatiq.Broker | None = None
+    chores: list[Periodic] = []
     if role in _SERVES_HTTP:
         write_limit, auth_failure_limit = _rate_limits(settings)
         if write_limit is not None or auth_failure_limit is not None:
@@ -110,6 +113,14 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
         resources.push_async_callback(task_queue.close)
         relay = OutboxRelay(uow, task_queue)
         resources.push_async_callback(relay.stop)
+        chores.append(
+            Periodic(
+                "upload-expiry",
+                settings.upload_expiry_sweep_seconds,
+                lambda: jobs.expire_uploads(uow()),
+            )
+        )
+        resources.push_async_callback(chores[-1].stop)
         readiness["broker"] = task_queue.ping
     pipeline: PipelineContext | None = None
     if role in _RUNS_JOBS:
@@ -132,6 +143,7 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
         auth_failure_limit=auth_failure_limit,
         broker=broker,
         relay=relay,
+        chores=tuple(chores),
         pipeline=pipeline,
         resources=resources,
     )

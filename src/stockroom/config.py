@@ -73,6 +73,11 @@ class Settings(BaseSettings):
 
     # How long a create's first response is kept for replay under its Idempotency-Key.
     idempotency_ttl_hours: int = Field(24, ge=1, le=24 * 30)
+    # How long a direct upload's URL works (POST /jobs/upload-url); S3 caps pre-signed URLs
+    # at 7 days. Jobs not started by then fail as `upload_expired`, found every
+    # `upload_expiry_sweep_seconds` by each API process.
+    upload_url_ttl_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    upload_expiry_sweep_seconds: float = Field(30.0, gt=0)
 
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

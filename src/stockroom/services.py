@@ -21,6 +21,7 @@ from stockroom.domain.ports import (
     TokenCache,
     UnitOfWorkFactory,
 )
+from stockroom.pipeline.periodic import Periodic
 from stockroom.pipeline.processing import PipelineContext
 from stockroom.pipeline.relay import OutboxRelay
 
@@ -57,6 +58,7 @@ class Services:
     auth_failure_limit: RateLimit | None = None
     broker: dramatiq.Broker | None = None  # API and embedded: the relay publishes on it
     relay: OutboxRelay | None = None
+    chores: tuple[Periodic, ...] = ()  # API and embedded: expiring direct uploads
     pipeline: PipelineContext | None = None  # worker and embedded
     resources: AsyncExitStack
 

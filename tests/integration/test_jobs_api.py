@@ -77,6 +77,21 @@ async def test_no_operations_is_the_default_product_pipeline(
     assert job["output_url"].endswith(".png")  # transparent: PNG, not JPEG
 
 
+async def test_operations_may_be_the_text_form_in_json_too(
+    client: httpx.AsyncClient, alice: Account, images: ImageServer
+) -> None:
+    accepted = await submit(
+        client, alice, image_url=images.url("image.jpg"), operations="resize,16x16;compress,30"
+    )
+
+    job = await settled_job(client, accepted.json()["id"], alice.headers)
+    assert job["operations"] == [
+        {"op": "resize", "width": 16, "height": 16},
+        {"op": "compress", "quality": 30},
+    ]
+    assert job["status"] == "succeeded"
+
+
 async def test_the_aliases_answer_as_their_routes(
     client: httpx.AsyncClient, alice: Account, images: ImageServer
 ) -> None:
@@ -121,7 +136,7 @@ async def test_an_invalid_operation_is_422_naming_its_position(
         {},
         {"image_url": "ftp://img.example.com/a.jpg"},
         {"image_url": "not a url"},
-        {"image_url": "https://img.example.com/a.jpg", "operations": "rotate,90"},
+        {"image_url": "https://img.example.com/a.jpg", "operations": "spin,90"},
         {"image_url": "https://img.example.com/a.jpg", "surprise": True},
         {"image_url": "https://img.example.com/a.jpg", "callback_url": "file:///etc/passwd"},
     ],

@@ -310,7 +310,7 @@ class FakeImageJobRepository:
 
     async def start(self, job_id: str) -> ImageJob | None:
         job = self._t.jobs.get(job_id)
-        if job is None or job.finished:
+        if job is None or job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING):
             return None
         job = replace(
             job, status=JobStatus.PROCESSING, attempts=job.attempts + 1, started_at=self._db.clock()
@@ -339,6 +339,27 @@ class FakeImageJobRepository:
 
     async def record_failed_attempt(self, job_id: str, error: str, error_code: str) -> None:
         self._change(job_id, error=error, error_code=error_code)
+
+    async def queue_upload(self, job_id: str) -> bool:
+        job = self._t.jobs.get(job_id)
+        if job is None or job.status is not JobStatus.UPLOADING:
+            return False
+        self._change(job_id, status=JobStatus.QUEUED)
+        return True
+
+    async def expire_uploads(self, now: datetime, error: str, error_code: str) -> list[str]:
+        expired = [
+            job.id
+            for job in self._t.jobs.values()
+            if job.status is JobStatus.UPLOADING
+            and job.upload_expires_at is not None
+            and job.upload_expires_at < now
+        ]
+        for job_id in expired:
+            self._change(
+                job_id, status=JobStatus.FAILED, error=error, error_code=error_code, finished_at=now
+            )
+        return expired
 
     async def reset_for_redrive(self, job_id: str) -> None:
         self._change(

@@ -3,6 +3,8 @@ by their Content-Length when declared, by counting the bytes when streamed."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,19 +22,32 @@ class _BodyTooLarge(HTTPException):
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_JSON_BODY) -> None:
+    """`max_bytes` for every body, but those of the paths in `limits` (an exact path, or a
+    prefix when it ends with "/"): file uploads have limits of their own."""
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int = MAX_JSON_BODY, limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self._exact = {path: n for path, n in (limits or {}).items() if not path.endswith("/")}
+        self._prefixes = [(path, n) for path, n in (limits or {}).items() if path.endswith("/")]
+
+    def limit_for(self, path: str) -> int:
+        if (exact := self._exact.get(path)) is not None:
+            return exact
+        return next((n for prefix, n in self._prefixes if path.startswith(prefix)), self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(scope["path"])
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length", b"")
         if declared.isdigit():
-            if int(declared) > self.max_bytes:
-                await self._refuse(scope, receive, send)
+            if int(declared) > max_bytes:
+                await self._refuse(max_bytes, scope, receive, send)
                 return
             # The server frames the body by Content-Length: it cannot grow past it.
             await self.app(scope, receive, send)
@@ -48,8 +63,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge(self.max_bytes)
+                if seen > max_bytes:
+                    raise _BodyTooLarge(max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -61,10 +76,10 @@ class BodySizeLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await self._refuse(scope, receive, send)
+                await self._refuse(max_bytes, scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, max_bytes: int, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem(
-            413, "Content Too Large", f"The body is larger than {self.max_bytes:,} bytes."
+            413, "Content Too Large", f"The body is larger than {max_bytes:,} bytes."
         )
         await response(scope, receive, send)

@@ -20,8 +20,10 @@ from stockroom.domain.errors import (
     NotFound,
     RateLimited,
     StockroomError,
+    TooLarge,
     Unauthenticated,
     Unavailable,
+    UnsupportedMediaType,
 )
 
 PROBLEM_JSON = "application/problem+json"
@@ -32,6 +34,8 @@ _STATUS_BY_BRANCH: tuple[tuple[type[StockroomError], int], ...] = (
     (Unauthenticated, 401),
     (Forbidden, 403),
     (RateLimited, 429),
+    (TooLarge, 413),
+    (UnsupportedMediaType, 415),
     (Unavailable, 503),
 )
 _RETRY_AFTER_SECONDS = "5"

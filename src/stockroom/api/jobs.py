@@ -16,19 +16,39 @@ from stockroom.api.idempotency import IdempotencyDep, answer
 from stockroom.domain import jobs
 from stockroom.domain.idempotency import fingerprint_of
 from stockroom.domain.models import ImageJob, JobStatus
-from stockroom.domain.operations import MAX_OPERATIONS, operations_to_json, parse_operations_json
+from stockroom.domain.operations import (
+    MAX_OPERATIONS,
+    Operation,
+    operations_to_json,
+    parse_operations_json,
+    parse_operations_text,
+)
 
 router = APIRouter(tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 JSON = "application/json"
 
 
+# The JSON form (a list of objects) or the text form ("rotate,90;resize,800x600"); checked
+# by the domain's parsers, which name each bad item's position.
+OperationsField = (
+    Annotated[list[dict[str, Any]], Field(max_length=MAX_OPERATIONS)]
+    | Annotated[str, Field(max_length=4096)]
+    | None
+)
+
+
+def parse_operations(value: list[dict[str, Any]] | str | None) -> tuple[Operation, ...]:
+    if isinstance(value, str):
+        return parse_operations_text(value)
+    return parse_operations_json(value)
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image_url: ImageUrl
-    # Validated by the domain's parser, which names each bad item's position.
-    operations: Annotated[list[dict[str, Any]], Field(max_length=MAX_OPERATIONS)] | None = None
+    operations: OperationsField = None
     callback_url: ImageUrl | None = None
 
 
@@ -81,7 +101,7 @@ def job_dict(job: ImageJob) -> dict[str, Any]:
     }
 
 
-def _accepted(job: ImageJob) -> bytes:
+def accepted(job: ImageJob) -> bytes:
     return orjson.dumps({"id": job.id, "status": job.status.value, "status_url": f"/jobs/{job.id}"})
 
 
@@ -98,8 +118,10 @@ async def submit_job(
     request_id: RequestId,
     idempotency: IdempotencyDep,
 ) -> Response:
-    operations = parse_operations_json(body.operations)
-    job = jobs.NewJob(body.image_url, operations, body.callback_url)
+    operations = parse_operations(body.operations)
+    job = jobs.NewJob(
+        source_url=body.image_url, operations=operations, callback_url=body.callback_url
+    )
     what = {
         "u": job.source_url,
         "o": operations_to_json(operations),
@@ -109,7 +131,7 @@ async def submit_job(
         uow,
         user,
         job,
-        render=_accepted,
+        render=accepted,
         idempotency=idempotency.for_body(fingerprint_of(what)),
         request_id=request_id,
     )

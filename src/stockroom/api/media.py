@@ -17,7 +17,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
 from stockroom.api.errors import problem
+from stockroom.domain.jobs import UPLOADS_PREFIX
 
+UPLOADS_DIR = UPLOADS_PREFIX.rstrip("/")
 IMMUTABLE = "public, max-age=31536000, immutable"
 SANDBOX_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; sandbox",
@@ -38,6 +40,8 @@ class MediaFiles(StaticFiles):
             await send(message)
 
         try:
+            if self.get_path(scope).split(os.sep, 1)[0] == UPLOADS_DIR:
+                raise HTTPException(404)  # sources uploaded for jobs are not published
             await super().__call__(scope, receive, send_sandboxed)
         except HTTPException as exc:
             title = HTTPStatus(exc.status_code).phrase

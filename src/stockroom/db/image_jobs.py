@@ -16,6 +16,7 @@ from stockroom.domain.errors import FieldError, InvalidInput
 from stockroom.domain.models import ImageJob, ImageResult, JobKind, JobStatus, OutboxMessage
 
 _UNFINISHED = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
+_OPEN = (JobStatus.UPLOADING.value, *_UNFINISHED)  # what may still fail
 
 
 class SqlImageJobRepository:
@@ -43,6 +44,9 @@ class SqlImageJobRepository:
                 "request_id": job.request_id,
                 "queue": job.queue,
                 "created_at": job.created_at,
+                "upload_expires_at": job.upload_expires_at,
+                "upload_content_type": job.upload_content_type,
+                "upload_token_hash": job.upload_token_hash,
             }
             for job in jobs
         ]
@@ -95,6 +99,30 @@ class SqlImageJobRepository:
             .values(error=error, error_code=error_code)
         )
 
+    async def queue_upload(self, job_id: str) -> bool:
+        """An uploaded job becomes queued; False when it is not `uploading` (any more)."""
+        statement = (
+            update(image_jobs)
+            .where(image_jobs.c.id == job_id, image_jobs.c.status == JobStatus.UPLOADING.value)
+            .values(status=JobStatus.QUEUED.value)
+            .returning(image_jobs.c.id)
+        )
+        return (await self._conn.execute(statement)).first() is not None
+
+    async def expire_uploads(self, now: datetime, error: str, error_code: str) -> list[str]:
+        statement = (
+            update(image_jobs)
+            .where(
+                image_jobs.c.status == JobStatus.UPLOADING.value,
+                image_jobs.c.upload_expires_at < now,
+            )
+            .values(
+                status=JobStatus.FAILED.value, error=error, error_code=error_code, finished_at=now
+            )
+            .returning(image_jobs.c.id)
+        )
+        return [row[0] for row in (await self._conn.execute(statement)).all()]
+
     async def reset_for_redrive(self, job_id: str) -> None:
         await self._conn.execute(
             update(image_jobs)
@@ -111,7 +139,7 @@ class SqlImageJobRepository:
         """Write the outcome of a job not yet finished; False if another delivery did."""
         statement = (
             update(image_jobs)
-            .where(image_jobs.c.id == job_id, image_jobs.c.status.in_(_UNFINISHED))
+            .where(image_jobs.c.id == job_id, image_jobs.c.status.in_(_OPEN))
             .values(**values, finished_at=datetime.now(UTC))
             .returning(image_jobs.c.id)
         )
@@ -260,4 +288,7 @@ def job_from(values: Any) -> ImageJob:
         started_at=values["started_at"],
         finished_at=values["finished_at"],
         dead_lettered_at=values["dead_lettered_at"],
+        upload_expires_at=values["upload_expires_at"],
+        upload_content_type=values["upload_content_type"],
+        upload_token_hash=values["upload_token_hash"],
     )

@@ -77,6 +77,20 @@ class IdempotentRequestInFlight(Conflict):
     title = "A request with this Idempotency-Key is being processed"
 
 
+class UploadNotReady(Conflict):
+    """`POST /jobs/{id}/start` before the file was PUT to its upload URL."""
+
+    code = "upload_missing"
+    title = "Nothing was uploaded for this job yet"
+
+
+class UploadExpired(Conflict):
+    """`POST /jobs/{id}/start` on a job whose upload URL expired (or that already failed)."""
+
+    code = "upload_expired"
+    title = "The upload URL of this job has expired"
+
+
 class SkuTaken(Conflict):
     code = "sku_taken"
     title = "A product with this sku already exists"
@@ -168,6 +182,20 @@ class StorageUnavailable(Unavailable):
 class BrokerUnavailable(Unavailable):
     code = "broker_unavailable"
     title = "The message broker is unavailable"
+
+
+class TooLarge(StockroomError):
+    """A body or file over its size limit (413)."""
+
+    code = "too_large"
+    title = "Content Too Large"
+
+
+class UnsupportedMediaType(StockroomError):
+    """A file that is not an image the pipeline reads, told from its bytes (415)."""
+
+    code = "unsupported_media_type"
+    title = "Unsupported Media Type"
 
 
 # -- image processing --------------------------------------------------------------------

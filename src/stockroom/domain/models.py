@@ -82,6 +82,7 @@ class Product:
 
 
 class JobStatus(enum.StrEnum):
+    UPLOADING = "uploading"  # a direct upload: waiting for the client's PUT and start
     QUEUED = "queued"
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
@@ -122,6 +123,11 @@ class ImageJob:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     dead_lettered_at: datetime | None = None
+    # A direct upload's: until when its URL works, what it must be sent as, and (with file
+    # storage) the hash of the token in its URL.
+    upload_expires_at: datetime | None = None
+    upload_content_type: str | None = None
+    upload_token_hash: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -49,6 +49,20 @@ class ImageStore(Protocol):
         """The public URL of `key` (no I/O)."""
         ...
 
+    async def size(self, key: str) -> int | None:
+        """The size in bytes of what is stored under `key`, None when nothing is.
+
+        Raises:
+            StorageUnavailable: the backend could not be reached.
+        """
+        ...
+
+    def presigned_put(self, key: str, content_type: str, expires_in: int) -> str | None:
+        """A URL the client can PUT `key` to itself, with `Content-Type: content_type`, for
+        `expires_in` seconds (no I/O); None when the backend has none (file storage: the API
+        signs a URL of its own)."""
+        ...
+
     async def ping(self) -> None:
         """Raise StorageUnavailable unless the backend answers."""
         ...
@@ -215,6 +229,14 @@ class ImageJobRepository(Protocol):
 
     async def record_failed_attempt(self, job_id: str, error: str, error_code: str) -> None:
         """Note why the last attempt failed; the job stays unfinished, to be retried."""
+        ...
+
+    async def queue_upload(self, job_id: str) -> bool:
+        """A direct upload's job becomes queued; False when it is not `uploading` any more."""
+        ...
+
+    async def expire_uploads(self, now: datetime, error: str, error_code: str) -> list[str]:
+        """Fail every `uploading` job whose upload URL expired before `now`; their ids."""
         ...
 
     async def reset_for_redrive(self, job_id: str) -> None:

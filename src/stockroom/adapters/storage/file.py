@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from stat import S_ISREG
 from urllib.parse import urlsplit
 
 from stockroom.domain.errors import StorageUnavailable
@@ -76,6 +77,18 @@ class FileImageStore:
 
     def url_for(self, key: str) -> str:
         return f"{self._public_base_url}/media/{_check_key(key)}"
+
+    async def size(self, key: str) -> int | None:
+        path = self.root / _check_key(key)
+        with _translate_os_errors(key):
+            try:
+                stat = await asyncio.to_thread(path.stat)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        return stat.st_size if S_ISREG(stat.st_mode) else None
+
+    def presigned_put(self, key: str, content_type: str, expires_in: int) -> str | None:
+        return None  # the API signs a URL of its own (PUT /uploads/{job_id})
 
     async def ping(self) -> None:
         with _translate_os_errors(str(self.root)):

@@ -166,6 +166,32 @@ class S3ImageStore:
     def url_for(self, key: str) -> str:
         return f"{self._url_base}/{quote(self._object_key(key), safe='/')}"
 
+    async def size(self, key: str) -> int | None:
+        with _translate_s3_errors():
+            return await asyncio.to_thread(self._size, key)
+
+    def _size(self, key: str) -> int | None:
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=self._object_key(key))
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING_KEY_CODES:
+                return None
+            raise
+        return int(head["ContentLength"])
+
+    def presigned_put(self, key: str, content_type: str, expires_in: int) -> str:
+        # Content-Type is signed: the client must send the type it declared.
+        return self._client.generate_presigned_url(
+            "put_object",
+            Params={
+                "Bucket": self._bucket,
+                "Key": self._object_key(key),
+                "ContentType": content_type,
+            },
+            ExpiresIn=expires_in,
+            HttpMethod="PUT",
+        )
+
     async def ping(self) -> None:
         with _translate_s3_errors():
             await asyncio.to_thread(self._client.head_bucket, Bucket=self._bucket)

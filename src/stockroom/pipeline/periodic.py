@@ -1,0 +1,38 @@
+"""A chore an API process runs every few seconds beside the outbox relay (expiring direct
+uploads). Every instance runs it: chores are single UPDATEs that are harmless to repeat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+log = structlog.get_logger("stockroom.periodic")
+
+
+class Periodic:
+    def __init__(self, name: str, every: float, chore: Callable[[], Awaitable[object]]) -> None:
+        self.name = name
+        self._every = every
+        self._chore = chore
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._every)
+            try:
+                await self._chore()
+            except Exception:  # the database may be down: try again at the next round
+                log.warning("periodic.failed", chore=self.name, exc_info=True)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
