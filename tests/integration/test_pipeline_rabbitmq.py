@@ -257,6 +257,37 @@ async def test_sigkill_of_a_worker_mid_batch_still_processes_every_image_once(
     assert victim not in wait_for_children(worker, 2)  # the supervisor replaced it
 
 
+async def test_sigkill_of_a_worker_mid_batch_loses_no_standalone_job(
+    api: tuple[FastAPI, httpx.AsyncClient], images: ImageServer, worker: int
+) -> None:
+    app, client = api
+    alice = await make_account(app.state.services, "jobs-bulk@example.com")
+    ids = []
+    for n in range(60):
+        accepted = await client.post(
+            "/jobs",
+            json={
+                "image_url": images.url(f"photo/{1000 + n}.jpg"),
+                "operations": [{"op": "rotate", "degrees": 90}, {"op": "compress", "quality": 40}],
+            },
+            headers=alice.headers,
+        )
+        ids.append(accepted.json()["id"])
+
+    async def some_succeeded() -> bool:
+        listed = await client.get("/jobs?status=succeeded&limit=100", headers=alice.headers)
+        return len(listed.json()["items"]) >= 5
+
+    await eventually(some_succeeded, timeout=60)
+    victim = wait_for_children(worker, 2)[0]
+    os.kill(victim, signal.SIGKILL)
+
+    settled = [await settled_job(client, job_id, alice.headers, timeout=120) for job_id in ids]
+    assert [job["status"] for job in settled] == ["succeeded"] * 60
+    assert len({job["output_url"] for job in settled}) == 60
+    assert victim not in wait_for_children(worker, 2)
+
+
 async def test_worker_processes_run_the_actors_on_uvloop(worker: int, worker_log: Path) -> None:
     async def started_loops() -> list[str]:
         lines = worker_log.read_text().splitlines()
