@@ -13,6 +13,7 @@ from stockroom.domain.operations import (
     Operation,
     Resize,
     Rotate,
+    parse_operations_text,
 )
 from stockroom.pipeline.content_address import content_key
 from stockroom.pipeline.operations import ProcessedImage, process
@@ -233,3 +234,21 @@ def test_16_bit_png_is_served_as_8_bit() -> None:
     deep = (photo_like(300, 200, alpha=True).cast("ushort") * 257).copy(interpretation="rgb16")
     image = decoded(run(bytes(deep.pngsave_buffer())))
     assert (image.bands, image.format) == (4, "uchar")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["rotate,90", "rotate,33;force_resize,400x300", "resize,800x800;rotate,33", "convert,webp"],
+)
+@pytest.mark.parametrize("orientation", [None, 6])
+def test_turns_of_real_size_photos_read_the_source_as_they_need(
+    text: str, orientation: int | None
+) -> None:
+    """A turn reads out of order, past what a streamed JPEG decode keeps: these chains once
+    failed with "out of order read" on any photo of a real size."""
+    source = photo_bytes(1600, 1200, "jpeg", orientation=orientation)
+
+    out = process(source, parse_operations_text(text), jpeg_quality=50, max_pixels=50_000_000)
+
+    assert out.width > 0
+    assert decoded(out).avg() > 0  # every pixel decoded

@@ -172,15 +172,21 @@ def _explicit_pipeline(
     """Apply `ops` in order to the EXIF-oriented image; the output keeps the source's format
     when we serve it (else JPEG, or PNG when transparent) unless a `convert` says otherwise."""
     first, rest = ops[0], list(ops[1:])
+    # A turn reads its input out of order, which a sequential (streamed) image cannot serve
+    # past libvips' small line cache: "out of order read" on any real-size photo.
+    rotates = any(isinstance(op, Rotate) for op in ops)
     if isinstance(first, Resize | ForceResize):
         image = pyvips.Image.thumbnail_buffer(
             source.data, first.width, height=first.height,
             size="down" if isinstance(first, Resize) else "force",
             option_string=f"fail_on={_FAIL_ON}",
         )  # fmt: skip
+        if rotates:
+            image = image.copy_memory()  # the resized image, not the source
     else:
+        random = rotates or source.orientation != 1
         image = pyvips.Image.new_from_buffer(
-            source.data, "", access="sequential", fail_on=_FAIL_ON
+            source.data, "", access="random" if random else "sequential", fail_on=_FAIL_ON
         ).autorot()
         rest = list(ops)
     _check_pixels(image, max_pixels)
