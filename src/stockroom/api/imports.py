@@ -1,0 +1,241 @@
+"""/imports: CSV bulk imports. `POST /imports` takes the file as multipart, checks it whole as
+it is read from the spooled upload (every problem in one 422, nothing imported), and answers
+202 once its rows are stored; `GET /imports/{id}` follows it, and `output.csv` gives the rows
+back with the processed image URLs."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import IO, Annotated
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from stockroom.api.deps import CurrentUser, ReadUowDep, RequestId, ServicesDep, UowDep
+from stockroom.api.idempotency import IdempotencyDep, answer
+from stockroom.api.webhooks import check_callback
+from stockroom.domain import imports
+from stockroom.domain.csv_import import CsvImportReader, ImportLimits, ParsedImport
+from stockroom.domain.errors import FieldError, InvalidInput, TooLarge, UnsupportedMediaType
+from stockroom.domain.idempotency import fingerprint_of
+from stockroom.domain.models import Import
+from stockroom.domain.views import import_view
+from stockroom.domain.webhooks import callback_url_problem
+from stockroom.services import Services
+
+router = APIRouter(tags=["imports"])
+ImportId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+JSON = "application/json"
+OUTPUT_COLUMN = "Output Image URLs"
+_FORM_FIELD_BYTES = 16 * 1024  # `callback_url`
+_READ_CHUNK = 1024 * 1024
+_IMPORT_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "CSV, UTF-8: Serial Number, Product Name, "
+                            "Input Image URLs; optional Price, Description",
+                        },
+                        "callback_url": {"type": "string", "format": "uri"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+class ImportAccepted(BaseModel):
+    request_id: str
+    status: str
+    status_url: str
+
+
+class ImportPublic(BaseModel):
+    request_id: str
+    status: str
+    rows: int
+    rows_done: int
+    images_total: int
+    images_done: int
+    images_failed: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    output_url: str | None
+
+
+class ImportPage(BaseModel):
+    items: list[ImportPublic]
+    next_cursor: str | None
+
+
+def _accepted(accepted: Import) -> bytes:
+    return orjson.dumps(
+        {
+            "request_id": accepted.id,
+            "status": accepted.status.value,
+            "status_url": f"/imports/{accepted.id}",
+        }
+    )
+
+
+@router.post(
+    "/imports",
+    status_code=202,
+    response_model=ImportAccepted,
+    openapi_extra=_IMPORT_FORM,
+    responses={409: {}, 413: {}, 415: {}, 422: {}},
+)
+async def create_import(
+    request: Request,
+    user: CurrentUser,
+    uow: UowDep,
+    services: ServicesDep,
+    request_id: RequestId,
+    idempotency: IdempotencyDep,
+) -> Response:
+    settings = services.settings
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise UnsupportedMediaType(
+            "Send the CSV file as multipart/form-data, in a field named file."
+        )
+    limits = ImportLimits(
+        max_rows=settings.import_max_rows, max_urls_per_row=settings.import_max_urls_per_row
+    )
+    try:
+        async with request.form(max_files=1, max_fields=1, max_part_size=_FORM_FIELD_BYTES) as form:
+            upload = form.get("file")
+            callback_url = _callback_url(form.get("callback_url"))
+            check_callback(services, callback_url)
+            if not isinstance(upload, UploadFile):
+                raise InvalidInput("Invalid input", [FieldError("file", "a CSV file is required")])
+            if upload.size is not None and upload.size > settings.import_max_bytes:
+                raise _too_large(settings.import_max_bytes)
+            # Off the event loop: checking 50 MB of CSV takes seconds of CPU.
+            parsed, digest = await run_in_threadpool(
+                _read_csv, upload.file, limits, settings.import_max_bytes
+            )
+    except MultiPartException as exc:
+        raise InvalidInput("Malformed form", [FieldError("body", exc.message)]) from exc
+    outcome = await imports.accept_import(
+        uow,
+        user,
+        parsed,
+        per_batch=settings.import_batch_rows,
+        render=_accepted,
+        callback_url=callback_url,
+        idempotency=idempotency.for_body(fingerprint_of({"f": digest, "c": callback_url})),
+        request_id=request_id,
+    )
+    return answer(outcome.response, replayed=outcome.replayed)
+
+
+def _callback_url(value: object) -> str | None:
+    if isinstance(value, UploadFile):
+        raise InvalidInput("Invalid input", [FieldError("body", "only `file` may be a file")])
+    if not value:
+        return None
+    url = str(value)
+    if problem := callback_url_problem(url):
+        raise InvalidInput("Invalid input", [FieldError("callback_url", problem)])
+    return url
+
+
+def _read_csv(file: IO[bytes], limits: ImportLimits, max_bytes: int) -> tuple[ParsedImport, str]:
+    """Check the spooled file a chunk at a time (never read whole), and hash it for the
+    Idempotency-Key; the file alone is held to `max_bytes` exactly."""
+    reader = CsvImportReader(limits)
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := file.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        digest.update(chunk)
+        reader.feed(chunk)
+    return reader.finish(), digest.hexdigest()
+
+
+def _too_large(max_bytes: int) -> TooLarge:
+    return TooLarge(f"The file is larger than {max_bytes:,} bytes.")
+
+
+@router.get("/imports", response_model=ImportPage)
+async def list_imports(
+    user: CurrentUser,
+    uow: ReadUowDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
+) -> Response:
+    page = await imports.list_imports(uow, user, limit=limit, after=cursor)
+    body = {"items": [import_view(found) for found in page.items], "next_cursor": page.next_cursor}
+    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type=JSON)
+
+
+@router.get("/imports/{import_id}", response_model=ImportPublic, responses={404: {}})
+async def get_import(import_id: ImportId, user: CurrentUser, uow: ReadUowDep) -> Response:
+    found = await imports.get_import(uow, user, import_id)
+    return Response(orjson.dumps(import_view(found), option=orjson.OPT_UTC_Z), media_type=JSON)
+
+
+@router.get(
+    "/imports/{import_id}/output.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}, 404: {}},
+)
+async def get_output(
+    import_id: ImportId, user: CurrentUser, uow: ReadUowDep, services: ServicesDep
+) -> StreamingResponse:
+    """The input columns in their order, plus `Output Image URLs`: per input URL, in its
+    position, the processed image's URL, empty while not ready or when it failed."""
+    found = await imports.get_import(uow, user, import_id)
+    return StreamingResponse(
+        _output_csv(found, services),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="import-{found.id}.csv"'},
+    )
+
+
+async def _output_csv(found: Import, services: Services) -> AsyncIterator[bytes]:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    header = list(found.columns)
+    # A file exported from here and imported again: its output column is filled in again.
+    names = [name.strip().casefold() for name in header]
+    at = names.index(OUTPUT_COLUMN.casefold()) if OUTPUT_COLUMN.casefold() in names else None
+    if at is None:
+        header.append(OUTPUT_COLUMN)
+    writer.writerow(header)
+    async for page in imports.output_rows(services.read_uow, found.id):
+        for row in page:
+            cells = list(row.cells)
+            outputs = ",".join(url or "" for url in row.outputs)
+            if at is None:
+                cells.append(outputs)
+            else:
+                cells[at] = outputs
+            writer.writerow(cells)
+        yield text.getvalue().encode()
+        text.seek(0)
+        text.truncate()
+    if text.tell():
+        yield text.getvalue().encode()
