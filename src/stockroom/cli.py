@@ -7,10 +7,15 @@ import ipaddress
 import json
 import os
 import socket
+import sys
+import tempfile
+import time
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version as package_version
+from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from granian import Granian
 from granian.constants import Interfaces
@@ -88,6 +93,19 @@ async def _create_bucket(settings: Settings) -> None:
         await store.close()
 
 
+_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _restart_with_shared_metrics() -> None:
+    """`serve --workers N`: every API process writes its metrics to files in one fresh
+    folder and `/metrics` sums them (prometheus_client's multiprocess mode), so a scrape of
+    any process counts them all. prometheus_client reads the folder's variable when it is
+    imported, which this process already did: start again with it set."""
+    folder = tempfile.mkdtemp(prefix="stockroom-metrics-")
+    os.environ[_MULTIPROC_DIR] = folder
+    os.execv(sys.executable, [sys.executable, *sys.argv])  # noqa: S606 (this command again)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -111,6 +129,8 @@ def serve(
             "in-process ones would differ between the processes[/red]"
         )
         raise typer.Exit(2)
+    if workers > 1 and _MULTIPROC_DIR not in os.environ:
+        _restart_with_shared_metrics()
     if settings.database_url.startswith("sqlite") or demo:
         upgrade(settings.database_url)
     if demo:

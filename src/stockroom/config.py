@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # write back meanwhile, so a core does not idle on a job's I/O (docs/configuration.md).
     worker_image_concurrency: int = Field(1, ge=1, le=64)
     worker_metrics_port: int = Field(0, ge=0, le=65535)
+    # Where each worker process serves /metrics (port + its index); 0.0.0.0 to be scraped
+    # from another host.
+    worker_metrics_host: str = "127.0.0.1"
     job_max_retries: int = Field(5, ge=0, le=50)
     job_min_backoff_ms: int = Field(1_000, ge=1)
     job_max_backoff_ms: int = Field(300_000, ge=1)

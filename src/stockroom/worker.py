@@ -119,7 +119,7 @@ def run_worker_process(
     )
     if settings.worker_metrics_port:
         # One port per process (base + index): Prometheus scrapes each worker directly.
-        start_http_server(settings.worker_metrics_port + index, addr="127.0.0.1")
+        start_http_server(settings.worker_metrics_port + index, addr=settings.worker_metrics_host)
     # Dramatiq's AsyncIO middleware makes the actors' event loop with asyncio.new_event_loop()
     # when the worker starts: under this policy it is a uvloop loop, as the API's is under
     # granian, which costs less CPU per job (docs/performance.md).

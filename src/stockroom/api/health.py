@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 import orjson
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 
 from stockroom.api.deps import ServicesDep
 from stockroom.api.errors import problem
@@ -53,4 +60,14 @@ async def metrics(services: ServicesDep) -> Response:
         OUTBOX_BACKLOG.set(counts.pop("outbox_unpublished"))
         for state, value in counts.items():
             JOBS_BY_STATE.labels(state).set(value)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
+
+
+def _registry() -> CollectorRegistry:
+    """This process's metrics; with `serve --workers N` (prometheus_client's multiprocess
+    mode, `PROMETHEUS_MULTIPROC_DIR` set by `serve`), those of every API process summed."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry

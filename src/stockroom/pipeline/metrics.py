@@ -19,7 +19,15 @@ JOBS_BY_STATE = Gauge(
     "stockroom_image_jobs_in_state",
     "Image jobs by state, read from the database at scrape",
     ["state"],
+    multiprocess_mode="mostrecent",  # read from the database: the latest scrape's reading
 )
 OUTBOX_BACKLOG = Gauge(
-    "stockroom_outbox_unpublished", "Job messages committed but not yet on the broker"
+    "stockroom_outbox_unpublished",
+    "Job messages committed but not yet on the broker",
+    multiprocess_mode="mostrecent",
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "stockroom_webhook_attempts_total",
+    "Webhook delivery attempts by outcome (delivered, retry, gone, refused)",
+    ["outcome"],
 )

@@ -17,4 +17,5 @@ CACHE_ERRORS = Counter(
 CACHE_BREAKER_OPEN = Gauge(
     "stockroom_cache_breaker_open",
     "1 while the cache circuit breaker is open or half-open, else 0.",
+    multiprocess_mode="livemax",  # serve --workers N: 1 if any process's breaker is open
 )
