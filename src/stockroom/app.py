@@ -12,7 +12,17 @@ from fastapi.routing import APIRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from stockroom.adapters.storage import FileImageStore
-from stockroom.api import admin, health, job_uploads, jobs, products, users
+from stockroom.api import (
+    admin,
+    events,
+    health,
+    imports,
+    job_uploads,
+    jobs,
+    products,
+    users,
+    webhooks,
+)
 from stockroom.api.body_limit import BodySizeLimitMiddleware
 from stockroom.api.errors import install_error_handlers
 from stockroom.api.job_uploads import MULTIPART_SLACK
@@ -21,6 +31,7 @@ from stockroom.api.middleware import RequestContextMiddleware
 from stockroom.bootstrap import Role, bootstrap
 from stockroom.config import Settings, get_settings
 from stockroom.domain.image_jobs import requeue_unfinished
+from stockroom.domain.imports import requeue_batches
 from stockroom.logs import configure_logging
 from stockroom.worker import EmbeddedWorker
 
@@ -42,18 +53,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         role = Role.EMBEDDED if settings.is_embedded_broker else Role.API
         services = await bootstrap(settings, role)
         app.state.services = services
+        # granian waits for open responses before the lifespan ends, and tells them nothing:
+        # this ends the event streams at SIGTERM, so a stopping server stops.
+        restore_signals = events.end_streams_at_shutdown_signal()
         embedded = EmbeddedWorker(services) if role is Role.EMBEDDED else None
         try:
             if embedded is not None:
                 embedded.start()
                 requeued = await requeue_unfinished(services.uow())
-                log.info("embedded.started", requeued_jobs=requeued)
+                # An import's batches not applied yet were in the lost in-memory queue too.
+                batches = await requeue_batches(services.uow())
+                log.info("embedded.started", requeued_jobs=requeued, requeued_batches=batches)
             assert services.relay is not None
             services.relay.start()
             for chore in services.chores:
                 chore.start()
             yield
         finally:
+            restore_signals()
             for chore in services.chores:
                 await chore.stop()
             if services.relay is not None:
@@ -78,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limits={
             "/jobs/upload": file_body + MULTIPART_SLACK,
             "/upload": file_body + MULTIPART_SLACK,
+            "/imports": settings.import_max_bytes + MULTIPART_SLACK,
             "/uploads/": file_body,
         },
     )
@@ -91,9 +109,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         products.router,
         jobs.router,
         job_uploads.router,
+        events.router,
         users.router,
         health.router,
         admin.router,
+        imports.router,
+        webhooks.router,
     ):
         app.include_router(router)
     if settings.storage_url.startswith("file:"):

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 
 import dramatiq
+import structlog
 
 from stockroom.adapters.broker import DramatiqTaskQueue, build_broker
 from stockroom.adapters.cache import (
@@ -17,6 +18,7 @@ from stockroom.adapters.cache import (
     build_product_cache,
     build_token_cache,
 )
+from stockroom.adapters.live import LiveOptions, build_live_hub
 from stockroom.adapters.rate_limit import UnlimitedRateLimiter, build_rate_limiter
 from stockroom.adapters.storage import build_image_store
 from stockroom.config import Settings
@@ -26,7 +28,9 @@ from stockroom.db.health import ping_database
 from stockroom.db.job_transitions import AsyncpgJobTransitions, UnitOfWorkJobTransitions
 from stockroom.db.lookups import AsyncpgLookups, UnitOfWorkLookups
 from stockroom.db.uow import SqlUnitOfWork
-from stockroom.domain import jobs
+from stockroom.domain import imports, jobs
+from stockroom.domain.effects import Effects
+from stockroom.domain.live import LiveHub
 from stockroom.domain.ports import (
     ImageStore,
     JobTransitions,
@@ -41,9 +45,11 @@ from stockroom.pipeline.fetch import ImageFetcher
 from stockroom.pipeline.periodic import Periodic
 from stockroom.pipeline.processing import PipelineContext
 from stockroom.pipeline.relay import OutboxRelay
+from stockroom.pipeline.webhooks import WebhookSender
 from stockroom.services import ReadinessCheck, Role, Services
 
 __all__ = ["Role", "Services", "bootstrap", "build_broker_for"]
+log = structlog.get_logger("stockroom.bootstrap")
 
 _SERVES_HTTP = (Role.API, Role.EMBEDDED)
 _RUNS_JOBS = (Role.WORKER, Role.EMBEDDED)
@@ -81,18 +87,33 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
     )
     resources.push_async_callback(token_cache.close)
 
+    live = _live_hub(settings)
+    resources.push_async_callback(live.close)
     relay: OutboxRelay | None = None
-
-    def uow() -> UnitOfWork:
-        # A commit that wrote outbox rows wakes the relay: publish now, not at its next poll.
-        return SqlUnitOfWork(engine, on_outbox_commit=relay.wake if relay is not None else None)
 
     def read_uow() -> UnitOfWork:
         return SqlUnitOfWork(engine, read_only=True)
 
     lookups: Lookups = AsyncpgLookups(pool) if pool is not None else UnitOfWorkLookups(read_uow)
+    # What every write's events cause once it commits (domain/effects.py).
+    effects = Effects(
+        cache=cache,
+        token_cache=token_cache,
+        store=store,
+        live=live,
+        uow_factory=read_uow,
+        lookups=lookups,
+    )
+
+    def uow() -> UnitOfWork:
+        # A commit that wrote outbox rows wakes the relay: publish now, not at its next poll.
+        return SqlUnitOfWork(
+            engine, on_outbox_commit=relay.wake if relay is not None else None, effects=effects
+        )
+
+    through_uow = UnitOfWorkJobTransitions(uow)
     transitions: JobTransitions = (
-        AsyncpgJobTransitions(pool) if pool is not None else UnitOfWorkJobTransitions(uow)
+        AsyncpgJobTransitions(pool, through_uow, effects) if pool is not None else through_uow
     )
     readiness: dict[str, ReadinessCheck] = {
         "database": lambda: ping_database(engine),
@@ -121,6 +142,14 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
             )
         )
         resources.push_async_callback(chores[-1].stop)
+        chores.append(
+            Periodic(
+                "import-completion",
+                settings.import_sweep_seconds,
+                lambda: imports.finish_settled(uow),
+            )
+        )
+        resources.push_async_callback(chores[-1].stop)
         readiness["broker"] = task_queue.ping
     pipeline: PipelineContext | None = None
     if role in _RUNS_JOBS:
@@ -139,6 +168,7 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
         transitions=transitions,
         readiness=readiness,
         rate_limiter=limiter,
+        live=live,
         write_limit=write_limit,
         auth_failure_limit=auth_failure_limit,
         broker=broker,
@@ -149,6 +179,25 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
     )
 
 
+def _live_hub(settings: Settings) -> LiveHub:
+    url = settings.effective_events_url
+    if url.startswith("memory:") and not settings.is_embedded_broker:
+        log.warning(
+            "live.in_process",
+            detail="GET /events sees only this process's changes: set STOCKROOM_EVENTS_URL "
+            "(or a redis:// cache) when workers run apart",
+        )
+    return build_live_hub(
+        url,
+        LiveOptions(
+            buffer_size=settings.events_buffer_size,
+            socket_timeout=settings.cache_socket_timeout_seconds,
+            breaker_cooldown=settings.cache_breaker_cooldown_seconds,
+            key_prefix=settings.cache_key_prefix,
+        ),
+    )
+
+
 def _pipeline(
     settings: Settings,
     uow: Callable[[], UnitOfWork],
@@ -156,17 +205,25 @@ def _pipeline(
     store: ImageStore,
     cache: ProductCache,
 ) -> PipelineContext:
+    # Callback URLs obey the rules of image URLs (shared/spec: network rules).
+    policy = AddressPolicy(
+        allow_private=settings.allow_private_networks,
+        allowed_endpoints=settings.fetch_allowed_endpoints,
+    )
+    webhooks = None
+    if settings.webhook_secret is not None:
+        webhooks = WebhookSender(
+            policy, secret=settings.webhook_secret, timeout=settings.webhook_timeout_seconds
+        )
     return PipelineContext(
         settings=settings,
         uow_factory=uow,
         transitions=transitions,
         store=store,
         cache=cache,
+        webhooks=webhooks,
         fetcher=ImageFetcher(
-            AddressPolicy(
-                allow_private=settings.allow_private_networks,
-                allowed_endpoints=settings.fetch_allowed_endpoints,
-            ),
+            policy,
             max_bytes=settings.max_image_bytes,
             timeout=settings.fetch_timeout_seconds,
             max_redirects=settings.max_redirects,

@@ -1,4 +1,4 @@
-"""The `stockroom` command: serve, worker, migrate, users, dlq, jobs."""
+"""The `stockroom` command: serve, worker, migrate, users, dlq, jobs, import."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ from granian import Granian
 from granian.constants import Interfaces
 from granian.log import LogLevels
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from stockroom.adapters.storage import FileImageStore
@@ -29,10 +36,10 @@ from stockroom.config import Settings, get_settings
 from stockroom.db.migrate import upgrade
 from stockroom.demo import FOLDER, OTHER_PHOTO, PRODUCT_PHOTO, install_photos
 from stockroom.demo.product import SKU, announce_in_background
-from stockroom.domain import image_jobs
+from stockroom.domain import image_jobs, imports
 from stockroom.domain import users as user_service
 from stockroom.domain.errors import EmailTaken
-from stockroom.domain.image_jobs import QUEUES
+from stockroom.domain.image_jobs import ALL_QUEUES
 from stockroom.domain.models import ImageJob, IssuedToken, User
 from stockroom.logs import configure_logging
 
@@ -239,7 +246,7 @@ def worker(
     ] = None,
     queues: Annotated[
         str | None,
-        typer.Option(help=f"Queues to consume, comma-separated (default: {','.join(QUEUES)})."),
+        typer.Option(help=f"Queues to consume, comma-separated (default: {','.join(ALL_QUEUES)})."),
     ] = None,
 ) -> None:
     """Consume image jobs from RabbitMQ until SIGTERM; dead processes are replaced."""
@@ -250,9 +257,9 @@ def worker(
         )
         raise typer.Exit(2)
     chosen = {name.strip() for name in (queues or "").split(",") if name.strip()}
-    if unknown := sorted(chosen - set(QUEUES)):
+    if unknown := sorted(chosen - set(ALL_QUEUES)):
         console.print(
-            f"[red]no such queue: {', '.join(unknown)} (known: {', '.join(QUEUES)})[/red]"
+            f"[red]no such queue: {', '.join(unknown)} (known: {', '.join(ALL_QUEUES)})[/red]"
         )
         raise typer.Exit(2)
     from stockroom.worker import run_workers
@@ -322,7 +329,7 @@ async def _redrive(settings: Settings, job_ids: list[str], all_: bool) -> int:
                 )
             ]
         for job_id in job_ids:
-            await image_jobs.redrive(services.uow(), _OPERATOR, job_id, cache=services.cache)
+            await image_jobs.redrive(services.uow(), _OPERATOR, job_id)
         return len(job_ids)
     finally:
         await services.aclose()
@@ -337,15 +344,18 @@ def jobs_requeue(
     """Queue again the jobs still queued or processing after a while, for when RabbitMQ lost
     its messages (a purged queue, a lost disk). A job that was only slow gets a duplicate
     message, which does nothing twice; a running API process's relay publishes them."""
-    count = asyncio.run(_requeue_unfinished(get_settings(), older_than_minutes))
-    console.print(f"requeued {count} job(s)")
+    count, batches = asyncio.run(_requeue_unfinished(get_settings(), older_than_minutes))
+    console.print(f"requeued {count} job(s) and {batches} import batch(es)")
 
 
-async def _requeue_unfinished(settings: Settings, older_than_minutes: int) -> int:
+async def _requeue_unfinished(settings: Settings, older_than_minutes: int) -> tuple[int, int]:
+    """Image jobs, and the batches of rows of imports accepted that long ago or longer."""
     services = await bootstrap(settings, Role.CLI)
     try:
         cutoff = datetime.now(UTC) - timedelta(minutes=older_than_minutes)
-        return await image_jobs.requeue_unfinished(services.uow(), older_than=cutoff)
+        jobs = await image_jobs.requeue_unfinished(services.uow(), older_than=cutoff)
+        batches = await imports.requeue_batches(services.uow(), created_before=cutoff)
+        return jobs, batches
     finally:
         await services.aclose()
 
@@ -415,7 +425,7 @@ async def _demo_user(settings: Settings) -> tuple[User, IssuedToken]:
         except EmailTaken:
             user = await user_service.find_user(services.uow(), DEMO_EMAIL)
             issued = await user_service.replace_named_tokens(
-                services.uow(), user, "demo", revoke=("initial",), cache=services.token_cache
+                services.uow(), user, "demo", revoke=("initial",)
             )
             return user, issued
     finally:
@@ -444,3 +454,192 @@ def _print_quickstart(base: str, token: str, user: User, photos: str | None) -> 
         f'            "product_images": {images}}}\'\n'
         f'  curl -s {base}/products -H "Authorization: Bearer $TOKEN"\n'
     )
+
+
+# -- stockroom import: a client of the API ---------------------------------------------------
+
+_FINAL_IMPORT = {"completed", "completed_with_errors", "failed"}
+
+
+@app.command("import")
+def import_csv(
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, readable=True, help="The CSV file to import."),
+    ],
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Follow the import to its end, then write its output CSV."),
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON on stdout (the final status with --wait); the output CSV is then "
+            "written only with --output.",
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the output CSV here (default: stdout)."),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="STOCKROOM_URL", help="The API's base URL (default: STOCKROOM_PUBLIC_BASE_URL)."
+        ),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="STOCKROOM_TOKEN", help="An API token (sr_...).")
+    ] = None,
+    callback_url: Annotated[
+        str | None, typer.Option(help="Called with the final status (webhook).")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Send again with the same key: imported once.")
+    ] = None,
+) -> None:
+    """Upload a CSV of products to the API (`POST /imports`); with --wait, follow it with a
+    progress bar and write the output CSV. Exit 1 when the file is refused or the import
+    fails; 0 otherwise, also when some images failed (the status says so)."""
+    if not token:
+        console.print("[red]set STOCKROOM_TOKEN or pass --token[/red]")
+        raise typer.Exit(2)
+    base = (url or get_settings().public_base_url).rstrip("/")
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=_IMPORT_TIMEOUT) as http:
+            accepted = _upload_import(http, file, callback_url, idempotency_key, as_json)
+            if not wait:
+                _print_accepted(accepted, as_json)
+                return
+            status = _follow_import(http, accepted["status_url"], quiet=as_json)
+            if output is not None or not as_json:
+                _write_output(http, f"{accepted['status_url']}/output.csv", output)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach {base}: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(status))
+    else:
+        console.print(
+            f"import {status['request_id']} {status['status']}: {status['rows']:,} rows, "
+            f"{status['images_done']:,} images processed, {status['images_failed']:,} failed"
+            + (f" ({status['error']})" if status.get("error") else "")
+        )
+    if status["status"] == "failed":
+        raise typer.Exit(1)
+
+
+_IMPORT_TIMEOUT = httpx.Timeout(30.0, read=300.0)  # checking a 50 MB file takes a while
+
+
+def _upload_import(
+    http: httpx.Client,
+    file: Path,
+    callback_url: str | None,
+    idempotency_key: str | None,
+    as_json: bool,
+) -> dict[str, Any]:
+    """POST the file (streamed from disk); the 202's body, or exit 1 with the problems."""
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    data = {"callback_url": callback_url} if callback_url else {}
+    with file.open("rb") as stream, console.status(f"uploading {file.name}..."):
+        response = http.post(
+            "/imports",
+            files={"file": (file.name, stream, "text/csv")},
+            data=data,
+            headers=headers,
+        )
+    if response.status_code == 202:
+        accepted: dict[str, Any] = response.json()
+        return accepted
+    _print_refusal(response, as_json)
+    raise typer.Exit(1)
+
+
+def _print_refusal(response: httpx.Response, as_json: bool) -> None:
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {"status": response.status_code, "title": response.text[:200]}
+    if as_json:
+        typer.echo(json.dumps(problem))
+        return
+    console.print(
+        f"[red]refused ({response.status_code}): {problem.get('detail') or problem.get('title')}"
+        "[/red]"
+    )
+    errors = problem.get("errors") or []
+    if errors and "row" in errors[0]:
+        table = Table("row", "column", "problem")
+        for error in errors:
+            table.add_row(str(error["row"]), error.get("column") or "", error["message"])
+        console.print(table)
+        if problem.get("total", len(errors)) > len(errors):
+            console.print(f"... {problem['total'] - len(errors):,} more")
+    for error in errors:
+        if "field" in error:
+            console.print(f"{error['field']}: {error['message']}")
+
+
+def _print_accepted(accepted: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(accepted))
+    else:
+        console.print(
+            f"import {accepted['request_id']} accepted; follow it at {accepted['status_url']}"
+        )
+        typer.echo(accepted["request_id"])
+
+
+def _follow_import(http: httpx.Client, status_url: str, *, quiet: bool) -> dict[str, Any]:
+    """Poll the status until it is final, with a progress bar of rows and images (stderr)."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TextColumn("[progress.data.speed]{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+        rows = progress.add_task("rows", total=None, note="", rate="")
+        images = progress.add_task("images", total=None, note="", rate="")
+        started = time.monotonic()
+        while True:
+            response = http.get(status_url)
+            response.raise_for_status()
+            status: dict[str, Any] = response.json()
+            elapsed = max(time.monotonic() - started, 1e-6)
+            done = status["images_done"] + status["images_failed"]
+            progress.update(
+                rows,
+                total=status["rows"],
+                completed=status.get("rows_done", 0),
+                rate=f"{status.get('rows_done', 0) / elapsed:,.0f} rows/s",
+            )
+            progress.update(
+                images,
+                total=status["images_total"] or None,
+                completed=done,
+                note=f"{status['images_failed']:,} failed" if status["images_failed"] else "",
+                rate=f"{done / elapsed:,.1f} images/s",
+            )
+            if status["status"] in _FINAL_IMPORT:
+                return status
+            time.sleep(0.5)
+
+
+def _write_output(http: httpx.Client, path: str, output: Path | None) -> None:
+    """Stream output.csv to the file, or to stdout."""
+    with http.stream("GET", path) as response:
+        response.raise_for_status()
+        if output is None:
+            for text in response.iter_text():
+                typer.echo(text, nl=False)
+            return
+        with output.open("wb") as out:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+    console.print(f"output written to {output}")

@@ -11,6 +11,12 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from stockroom.domain.webhooks import (
+    DEFAULT_RETRY_SCHEDULE,
+    parse_retry_schedule,
+    signing_secret_problem,
+)
+
 _PLACEHOLDER_SECRETS = {"", "changeme", "whsec_changeme"}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -74,6 +80,11 @@ class Settings(BaseSettings):
     rate_limit_writes_per_minute: int = Field(600, ge=0)
     rate_limit_auth_failures_per_minute: int = Field(60, ge=0)
 
+    # GET /events fans out through Redis (unset: the cache's Redis, else in process); a
+    # stream that falls this many events behind is dropped (it reconnects and catches up).
+    events_url: str | None = None
+    events_buffer_size: int = Field(256, ge=1, le=100_000)
+
     # How long a create's first response is kept for replay under its Idempotency-Key.
     idempotency_ttl_hours: int = Field(24, ge=1, le=24 * 30)
     # How long a direct upload's URL works (POST /jobs/upload-url); S3 caps pre-signed URLs
@@ -82,9 +93,21 @@ class Settings(BaseSettings):
     upload_url_ttl_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
     upload_expiry_sweep_seconds: float = Field(30.0, gt=0)
 
+    # CSV imports (POST /imports): the file's size, its rows and URLs per row; rows written
+    # per transaction; how often each API process looks for imports whose images are done.
+    import_max_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    import_max_rows: int = Field(100_000, ge=1)
+    import_max_urls_per_row: int = Field(20, ge=1, le=20)
+    import_batch_rows: int = Field(500, ge=1, le=10_000)
+    import_sweep_seconds: float = Field(1.0, gt=0)
+
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Signs webhooks (`whsec_<base64 of 24..64 bytes>`); unset: callback URLs are refused.
     webhook_secret: str | None = None
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    # Seconds before each retry (each drawn from its half to its whole, "equal jitter").
+    webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
 
     @field_validator("database_url")
     @classmethod
@@ -98,6 +121,20 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return driver + url[len(plain) :]
         return url
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        return parse_retry_schedule(value) if isinstance(value, str) else value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secret(cls, secret: str | None) -> str | None:
+        if not secret:  # "" (an empty line in .env) is unset
+            return None
+        if secret not in _PLACEHOLDER_SECRETS and (problem := signing_secret_problem(secret)):
+            raise ValueError(f"STOCKROOM_WEBHOOK_SECRET {problem}")
+        return secret
 
     @field_validator("fetch_allowed_origins", mode="before")
     @classmethod
@@ -137,6 +174,15 @@ class Settings(BaseSettings):
                 "with separate workers use redis:// (or none://)"
             )
         return self
+
+    @property
+    def effective_events_url(self) -> str:
+        """Where live events go: `events_url`, else the cache's Redis, else in process."""
+        if self.events_url:
+            return self.events_url
+        if self.cache_url.startswith(("redis://", "rediss://")):
+            return self.cache_url
+        return "memory://"
 
     @property
     def effective_log_format(self) -> Literal["json", "console"]:

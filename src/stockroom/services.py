@@ -11,6 +11,7 @@ import dramatiq
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stockroom.config import Settings
+from stockroom.domain.live import LiveHub
 from stockroom.domain.ports import (
     ImageStore,
     JobTransitions,
@@ -54,6 +55,7 @@ class Services:
     transitions: JobTransitions
     readiness: Mapping[str, ReadinessCheck]
     rate_limiter: RateLimiter
+    live: LiveHub  # publishes job, image and import changes; GET /events subscribes
     write_limit: RateLimit | None = None  # None: no limit
     auth_failure_limit: RateLimit | None = None
     broker: dramatiq.Broker | None = None  # API and embedded: the relay publishes on it

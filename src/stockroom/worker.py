@@ -22,7 +22,7 @@ from prometheus_client import start_http_server
 
 from stockroom.bootstrap import Role, Services, bootstrap, build_broker_for
 from stockroom.config import Settings
-from stockroom.domain.image_jobs import QUEUES
+from stockroom.domain.image_jobs import ALL_QUEUES
 from stockroom.logs import configure_logging
 from stockroom.pipeline.actors import declare_actors
 from stockroom.pipeline.processing import PipelineContext
@@ -135,7 +135,7 @@ def run_worker_process(
     # Dramatiq runs "after" hooks in reverse order: placed after AsyncIO, ours runs first,
     # while the event loop is still up.
     broker.add_middleware(RuntimeShutdown(runtime), after=AsyncIO)
-    worker = dramatiq.Worker(broker, worker_threads=threads, queues=queues or set(QUEUES))
+    worker = dramatiq.Worker(broker, worker_threads=threads, queues=queues or set(ALL_QUEUES))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -144,7 +144,7 @@ def run_worker_process(
     log.info(
         "worker.started",
         threads=threads,
-        queues=sorted(queues or QUEUES),
+        queues=sorted(queues or ALL_QUEUES),
         event_loop=type(loop_thread.loop).__module__ if loop_thread else None,
     )
     stop.wait()

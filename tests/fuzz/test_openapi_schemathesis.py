@@ -110,6 +110,8 @@ def test_no_input_causes_a_server_error_or_breaks_the_schema(
         operation = result.ok()
         if operation.label == "GET /ready":
             continue  # it takes no input, and rightly answers 503 here (the broker is down)
+        if operation.label == "GET /events":
+            continue  # an endless stream (tests/integration/test_events_api.py covers it)
         try:
             _fuzz(operation, mode, target, statuses)
         except Unsatisfiable:

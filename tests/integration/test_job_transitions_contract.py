@@ -15,6 +15,7 @@ from sqlalchemy import select
 from tests.conftest import bootstrapped
 from tests.support.products import new_product
 from tests.support.services import free_port
+from tests.unit.fakes import FakeDatabase
 
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.job_transitions import AsyncpgJobTransitions, UnitOfWorkJobTransitions
@@ -194,7 +195,7 @@ async def test_one_statement_each_writes_and_returns_what_the_unit_of_work_does(
 
 async def test_an_unreachable_database_is_database_unavailable() -> None:
     pool = LazyAsyncpgPool(f"postgresql://postgres@127.0.0.1:{free_port()}/test", 2)
-    transitions = AsyncpgJobTransitions(pool)
+    transitions = AsyncpgJobTransitions(pool, UnitOfWorkJobTransitions(FakeDatabase().uow))
     try:
         with pytest.raises(DatabaseUnavailable):
             await transitions.start("0" * 32)

@@ -75,6 +75,17 @@ async def test_asyncpg_lookups_equal_the_unit_of_work_ones(pg_services: Services
         assert await fast.product(product_id) == await reference.product(product_id)
     for digest in (token_hash, users.hash_token("sr_unknown")):
         assert await fast.user_by_token_hash(digest) == await reference.user_by_token_hash(digest)
+    for image in with_images.images:
+        found = await fast.image(with_images.id, image.id)
+        assert found == await reference.image(with_images.id, image.id)
+        assert found is not None
+        assert found.user_id == user.id
+    assert await fast.image(bare.id, with_images.images[0].id) is None  # not that product's
+    assert await reference.image(bare.id, with_images.images[0].id) is None
+    async with pg_services.uow() as uow:
+        (job,) = await uow.image_jobs.search(user_id=user.id, limit=1)
+    assert await fast.job(job.id) == await reference.job(job.id) == job
+    assert await fast.job("0" * 32) is None
 
     product = await fast.product(with_images.id)
     assert product is not None

@@ -3,6 +3,7 @@ RabbitMQ, PostgreSQL and S3 (moto_server), images served by a local HTTP server.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from tests.support.redis_server import delete_prefix, require_redis
 from tests.support.services import REDIS_URL, require
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import create_lamp, eventually, settled_job, settled_product
+from tests.support.webhook_receiver import receive_webhooks
 from tests.support.worker_process import running_worker, wait_for_children
 
 from stockroom.app import create_app
@@ -31,6 +33,7 @@ from stockroom.config import Settings
 from stockroom.domain.models import JobStatus
 from stockroom.services import Services
 
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"rabbitmq tests' webhook key 32b").decode()
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.xdist_group("rabbitmq")]
 
 
@@ -73,6 +76,9 @@ def worker_env(postgres_url: str, broker_url: str, s3_url: str) -> dict[str, str
         "STOCKROOM_JOB_MIN_BACKOFF_MS": "50",
         "STOCKROOM_JOB_MAX_BACKOFF_MS": "200",
         "STOCKROOM_LOG_FORMAT": "json",
+        "STOCKROOM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STOCKROOM_WEBHOOK_TIMEOUT_SECONDS": "30",
+        "STOCKROOM_WEBHOOK_RETRY_SCHEDULE": "1,1",
         **MOTO_CREDENTIALS,
     }
 
@@ -286,6 +292,41 @@ async def test_sigkill_of_a_worker_mid_batch_loses_no_standalone_job(
     assert [job["status"] for job in settled] == ["succeeded"] * 60
     assert len({job["output_url"] for job in settled}) == 60
     assert victim not in wait_for_children(worker, 2)
+
+
+async def test_sigkill_of_the_workers_mid_delivery_loses_no_webhook(
+    api: tuple[FastAPI, httpx.AsyncClient], images: ImageServer, worker: int
+) -> None:
+    """The receiver holds the first attempt; the workers die meanwhile. RabbitMQ hands the
+    unacknowledged message to their replacements, which send it again, same webhook-id."""
+    app, client = api
+    alice = await make_account(app.state.services, "hooks@example.com")
+    with receive_webhooks(WEBHOOK_SECRET) as receiver:
+        accepted = await client.post(
+            "/jobs",
+            json={"image_url": images.url("image.jpg"), "callback_url": receiver.url("hang/6")},
+            headers=alice.headers,
+        )
+        job_id = accepted.json()["id"]
+        await eventually(lambda: _at_least(receiver.requests, 1), timeout=60)
+        for child in wait_for_children(worker, 2):
+            os.kill(child, signal.SIGKILL)
+
+        async def recorded() -> list[Any] | None:
+            listed = await client.get(
+                "/webhooks/deliveries", params={"job_id": job_id}, headers=alice.headers
+            )
+            return listed.json()["items"] or None
+
+        (attempt,) = await eventually(recorded, timeout=90)
+    assert (attempt["attempt"], attempt["status_code"]) == (1, 200)
+    assert len(receiver.requests) >= 2
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {attempt["webhook_id"]}
+    assert all(r.verify_error is None for r in receiver.requests)
+
+
+async def _at_least(items: list[Any], count: int) -> bool:
+    return len(items) >= count
 
 
 async def test_worker_processes_run_the_actors_on_uvloop(worker: int, worker_log: Path) -> None:

@@ -41,7 +41,7 @@ async def test_unfinished_jobs_idle_since_the_cutoff_are_queued_again(
     done = await image_jobs.start_job(services.transitions, services.uow(), finished)
     assert done is not None
     result = ImageResult("img/ab/c.jpg", "https://cdn/c.jpg", 10, 10, 100, 50)
-    await image_jobs.succeed_job(services.transitions, done, result, None)
+    await image_jobs.succeed_job(services.transitions, done, result)
 
     now = datetime.now(UTC)
     await image_jobs.requeue_unfinished(services.uow(), older_than=now - timedelta(hours=1))

@@ -4,7 +4,7 @@ immediate on every instance."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 from tests.support.redis_server import delete_prefix, require_redis, unique_prefix
@@ -14,6 +14,7 @@ from tests.unit.fakes import FakeDatabase
 from stockroom.adapters.cache import CacheOptions, KeyedCache, build_token_cache
 from stockroom.domain import users
 from stockroom.domain.errors import InvalidToken
+from stockroom.domain.events import DomainEvent, TokenRevoked
 from stockroom.domain.ports import TokenCache
 
 # Two hashes alike in their first 63 bits, which the old integer key could not tell apart.
@@ -96,7 +97,14 @@ async def test_a_revocation_on_one_instance_stops_the_token_on_another_at_once(
     cached = await api_one.read(users.token_cache_key(users.hash_token(issued.secret)))
     assert cached.body is not None
 
-    await users.revoke_token(db.uow(), user, issued.token.id, api_two)
+    async def api_two_effects(events: Sequence[DomainEvent]) -> None:
+        """API two revokes: what its effects do to the token cache, API one must see."""
+        for event in events:
+            if isinstance(event, TokenRevoked):
+                await api_two.invalidate(event.token_hash)
+
+    db.effects = api_two_effects
+    await users.revoke_token(db.uow(), user, issued.token.id)
 
     with pytest.raises(InvalidToken):
         await users.authenticate(db.lookups(), issued.secret, api_one)

@@ -2,19 +2,20 @@
 
 `FakeDatabase` holds the committed rows; each `FakeUnitOfWork` works on a copy of them and
 publishes the copy only on `commit()`, so an exception (or a missing commit) drops every
-change, and `after_commit` callbacks run only once the change is visible.
+change, and recorded events reach the effects only once the change is visible.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
 from stockroom.db.lookups import UnitOfWorkLookups
+from stockroom.domain.csv_import import ImportRow
 from stockroom.domain.errors import (
     EmailTaken,
     FieldError,
@@ -22,19 +23,30 @@ from stockroom.domain.errors import (
     InvalidInput,
     SkuTaken,
 )
+from stockroom.domain.events import DomainEvent, ProductChanged, TokenRevoked
 from stockroom.domain.models import (
     ApiToken,
     ImageJob,
     ImageResult,
     ImageStatus,
+    Import,
+    ImportStatus,
     JobKind,
     JobStatus,
     OutboxMessage,
     Product,
     ProductImage,
     User,
+    WebhookAttempt,
+    WebhookMessage,
+    WebhookStatus,
 )
-from stockroom.domain.ports import AfterCommit, CachedProduct
+from stockroom.domain.ports import (
+    CachedProduct,
+    ImageTally,
+    OutputRow,
+    ProductFields,
+)
 from stockroom.domain.products import parse_sort_value
 from stockroom.domain.queries import (
     UNSET,
@@ -44,6 +56,7 @@ from stockroom.domain.queries import (
     ProductQuery,
     ProductSort,
 )
+from stockroom.domain.webhooks import DeliveryResult
 
 IdempotencyId = tuple[int, str, str]
 
@@ -66,6 +79,16 @@ class Tables:
     idempotency: dict[IdempotencyId, IdempotencyRecord] = field(default_factory=dict)
     jobs: dict[str, ImageJob] = field(default_factory=dict)
     outbox: dict[int, tuple[OutboxMessage, datetime | None]] = field(default_factory=dict)
+    imports: dict[str, Import] = field(default_factory=dict)
+    import_rows: dict[tuple[str, int], tuple[int, ImportRow]] = field(default_factory=dict)
+    import_batches: dict[str, tuple[str, int, datetime | None]] = field(default_factory=dict)
+    import_images: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    job_imports: dict[str, str] = field(default_factory=dict)  # image_jobs.import_id
+    webhooks: dict[str, WebhookMessage] = field(default_factory=dict)
+    webhook_attempts: dict[int, tuple[WebhookAttempt, int, str | None, str | None]] = field(
+        default_factory=dict
+    )  # attempt, user id, job id, import id
+    outbox_not_before: dict[int, datetime] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         """Rows are frozen dataclasses, so copying the dicts isolates a transaction."""
@@ -81,6 +104,9 @@ class FakeDatabase:
     # Like database sequences: ids are never reused, even after a rollback.
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     commits: int = 0
+    # Every committed unit of work's events, in order; and what runs them, when given.
+    events: list[DomainEvent] = field(default_factory=list)
+    effects: Callable[[Sequence[DomainEvent]], Awaitable[None]] | None = None
 
     def uow(self) -> FakeUnitOfWork:
         return FakeUnitOfWork(self)
@@ -430,23 +456,300 @@ class FakeOutboxRepository:
     def __init__(self, db: FakeDatabase, tables: Tables) -> None:
         self._db, self._t = db, tables
 
-    async def add(self, job_id: str, actor: str, queue: str, request_id: str | None) -> None:
+    async def add(
+        self,
+        job_id: str,
+        actor: str,
+        queue: str,
+        request_id: str | None,
+        *,
+        not_before: datetime | None = None,
+    ) -> None:
         message = OutboxMessage(next(self._db.ids), job_id, actor, queue, request_id)
         self._t.outbox[message.id] = (message, None)
+        if not_before is not None:
+            self._t.outbox_not_before[message.id] = not_before
 
     async def add_many(
-        self, job_ids: Sequence[str], actor: str, queue: str, request_id: str | None
+        self,
+        job_ids: Sequence[str],
+        actor: str,
+        queue: str,
+        request_id: str | None,
+        *,
+        not_before: datetime | None = None,
     ) -> None:
         for job_id in job_ids:
-            await self.add(job_id, actor, queue, request_id)
+            await self.add(job_id, actor, queue, request_id, not_before=not_before)
 
     async def claim(self, limit: int) -> list[OutboxMessage]:
-        pending = [message for message, published in self._t.outbox.values() if published is None]
+        now = self._db.clock()
+        pending = [
+            message
+            for message, published in self._t.outbox.values()
+            if published is None and self._t.outbox_not_before.get(message.id, now) <= now
+        ]
         return sorted(pending, key=lambda m: m.id)[:limit]
 
     async def mark_published(self, ids: Sequence[int]) -> None:
         for message_id in ids:
             self._t.outbox[message_id] = (self._t.outbox[message_id][0], self._db.clock())
+
+
+class FakeWebhookRepository:
+    def __init__(self, db: FakeDatabase, tables: Tables) -> None:
+        self._db, self._t = db, tables
+
+    async def add(self, message: WebhookMessage) -> None:
+        self._t.webhooks[message.id] = message
+
+    async def get(self, message_id: str) -> WebhookMessage | None:
+        return self._t.webhooks.get(message_id)
+
+    async def record_attempt(
+        self,
+        message: WebhookMessage,
+        result: DeliveryResult,
+        status: WebhookStatus,
+        at: datetime,
+    ) -> bool:
+        stored = self._t.webhooks.get(message.id)
+        if (
+            stored is None
+            or stored.attempts != message.attempts
+            or stored.status is not WebhookStatus.PENDING
+        ):
+            return False
+        attempt = message.attempts + 1
+        self._t.webhooks[message.id] = replace(
+            stored,
+            attempts=attempt,
+            status=status,
+            finished_at=None if status is WebhookStatus.PENDING else at,
+        )
+        record = WebhookAttempt(
+            next(self._db.ids),
+            message.id,
+            message.type,
+            message.url,
+            attempt,
+            result.status_code,
+            result.error,
+            at,
+        )
+        self._t.webhook_attempts[record.id] = (
+            record,
+            message.user_id,
+            message.job_id,
+            message.import_id,
+        )
+        return True
+
+    async def attempts(
+        self,
+        *,
+        user_id: int | None,
+        job_id: str | None = None,
+        import_id: str | None = None,
+        limit: int = 20,
+        after: int | None = None,
+    ) -> list[WebhookAttempt]:
+        found = [
+            attempt
+            for attempt, owner, job, imported in self._t.webhook_attempts.values()
+            if (user_id is None or owner == user_id)
+            and (job_id is None or job == job_id)
+            and (import_id is None or imported == import_id)
+            and (after is None or attempt.id < after)
+        ]
+        return sorted(found, key=lambda a: a.id, reverse=True)[:limit]
+
+
+class FakeImportRepository:
+    def __init__(self, db: FakeDatabase, tables: Tables) -> None:
+        self._db, self._t = db, tables
+
+    async def add(self, imported: Import) -> None:
+        self._t.imports[imported.id] = imported
+
+    async def add_rows(self, import_id: str, rows: Sequence[ImportRow], per_batch: int) -> None:
+        for index, row in enumerate(rows):
+            self._t.import_rows[(import_id, row.row)] = (index // per_batch, row)
+
+    async def add_batches(self, import_id: str, batch_ids: Sequence[str]) -> None:
+        for number, batch_id in enumerate(batch_ids):
+            self._t.import_batches[batch_id] = (import_id, number, None)
+
+    async def get(self, import_id: str) -> Import | None:
+        return self._t.imports.get(import_id)
+
+    async def search(
+        self, *, user_id: int | None, limit: int, after: str | None = None
+    ) -> list[Import]:
+        found = sorted(self._t.imports.values(), key=lambda i: (i.created_at, i.id), reverse=True)
+        if after is not None:
+            ids = [i.id for i in found]
+            if after not in ids:
+                raise InvalidInput(
+                    "invalid cursor", [FieldError("cursor", "is not a cursor from this list")]
+                )
+            found = found[ids.index(after) + 1 :]
+        return [i for i in found if user_id is None or i.user_id == user_id][:limit]
+
+    async def claim_batch(self, batch_id: str, now: datetime) -> tuple[str, int] | None:
+        batch = self._t.import_batches.get(batch_id)
+        if batch is None or batch[2] is not None:
+            return None
+        self._t.import_batches[batch_id] = (batch[0], batch[1], now)
+        return batch[0], batch[1]
+
+    async def batch_rows(self, import_id: str, number: int) -> list[ImportRow]:
+        rows = [
+            row
+            for (owner, _), (batch, row) in self._t.import_rows.items()
+            if owner == import_id and batch == number
+        ]
+        return sorted(rows, key=lambda row: row.row)
+
+    async def batch_applied(self, import_id: str, rows: int, now: datetime) -> Import:
+        current = self._t.imports[import_id]
+        changed = replace(
+            current,
+            batches_done=current.batches_done + 1,
+            rows_done=current.rows_done + rows,
+            status=ImportStatus.PROCESSING,
+            started_at=current.started_at or now,
+        )
+        self._t.imports[import_id] = changed
+        return changed
+
+    async def products_by_sku(self, user_id: int, skus: Sequence[str]) -> dict[str, int]:
+        wanted = set(skus)
+        return {
+            p.sku: p.id
+            for p in self._t.products.values()
+            if p.user_id == user_id and p.sku is not None and p.sku in wanted
+        }
+
+    async def lock_products(self, product_ids: Sequence[int]) -> None:
+        return None  # one transaction at a time here
+
+    async def products(self, product_ids: Sequence[int]) -> list[Product]:
+        return [self._t.products[i] for i in product_ids if i in self._t.products]
+
+    async def add_products(
+        self, user_id: int, drafts: Sequence[NewProduct], now: datetime
+    ) -> list[int]:
+        repository = FakeProductRepository(self._db, self._t)
+        return [await repository.add(draft, user_id) for draft in drafts]
+
+    async def update_products(self, changes: Sequence[ProductFields], now: datetime) -> None:
+        for change in changes:
+            self._t.products[change.product_id] = replace(
+                self._t.products[change.product_id],
+                product_name=change.product_name,
+                product_price=change.product_price,
+                product_description=change.product_description,
+                updated_at=now,
+            )
+
+    async def tag_jobs(self, import_id: str, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            self._t.job_imports[job_id] = import_id
+
+    async def link_images(self, import_id: str, links: Sequence[tuple[int, int, int]]) -> None:
+        for row, position, image_id in links:
+            self._t.import_images[(import_id, row, position)] = image_id
+
+    async def has_unfinished_jobs(self, import_id: str) -> bool:
+        return any(
+            not self._t.jobs[job_id].finished
+            for job_id, owner in self._t.job_imports.items()
+            if owner == import_id and job_id in self._t.jobs
+        )
+
+    async def tally(self, import_id: str) -> ImageTally:
+        statuses = [
+            self._image_status(image_id)
+            for (owner, _, _), image_id in self._t.import_images.items()
+            if owner == import_id
+        ]
+        return ImageTally(
+            done=statuses.count(ImageStatus.READY),
+            failed=statuses.count(ImageStatus.FAILED) + statuses.count(None),
+            waiting=statuses.count(ImageStatus.PENDING) + statuses.count(ImageStatus.PROCESSING),
+        )
+
+    async def finish(
+        self,
+        import_id: str,
+        status: ImportStatus,
+        tally: ImageTally,
+        now: datetime,
+        error: str | None = None,
+    ) -> Import | None:
+        current = self._t.imports.get(import_id)
+        if current is None or current.status.finished:
+            return None
+        finished = replace(
+            current,
+            status=status,
+            images_done=tally.done,
+            images_failed=tally.failed,
+            error=error,
+            finished_at=now,
+        )
+        self._t.imports[import_id] = finished
+        return finished
+
+    async def settling(self) -> list[str]:
+        return [
+            i.id
+            for i in self._t.imports.values()
+            if i.status is ImportStatus.PROCESSING and i.batches_done >= i.batches
+        ]
+
+    async def unapplied_batches(
+        self, created_before: datetime | None
+    ) -> list[tuple[str, str | None]]:
+        found = []
+        for batch_id, (import_id, number, applied_at) in self._t.import_batches.items():
+            owner = self._t.imports[import_id]
+            if (
+                applied_at is None
+                and not owner.status.finished
+                and (created_before is None or owner.created_at < created_before)
+            ):
+                found.append(((owner.created_at, number), batch_id, owner.request_id))
+        return [(batch_id, request_id) for _, batch_id, request_id in sorted(found)]
+
+    async def output_rows(self, import_id: str, after_row: int, limit: int) -> list[OutputRow]:
+        rows = sorted(
+            (row for (owner, number), (_, row) in self._t.import_rows.items()
+             if owner == import_id and number > after_row),
+            key=lambda row: row.row,
+        )[:limit]  # fmt: skip
+        return [
+            OutputRow(
+                row.row,
+                row.cells,
+                tuple(self._ready_url(import_id, row.row, p) for p in range(len(row.image_urls))),
+            )
+            for row in rows
+        ]
+
+    def _image(self, image_id: int) -> ProductImage | None:
+        images = (i for p in self._t.products.values() for i in p.images if i.id == image_id)
+        return next(images, None)
+
+    def _image_status(self, image_id: int) -> ImageStatus | None:
+        image = self._image(image_id)
+        return None if image is None else image.status
+
+    def _ready_url(self, import_id: str, row: int, position: int) -> str | None:
+        image_id = self._t.import_images.get((import_id, row, position))
+        image = None if image_id is None else self._image(image_id)
+        return image.compressed_url if image and image.status is ImageStatus.READY else None
 
 
 class FakeUnitOfWork:
@@ -456,22 +759,26 @@ class FakeUnitOfWork:
     idempotency: FakeIdempotencyRepository
     image_jobs: FakeImageJobRepository
     outbox: FakeOutboxRepository
+    imports: FakeImportRepository
+    webhooks: FakeWebhookRepository
 
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
         self._tables: Tables | None = None
-        self._after_commit: list[AfterCommit] = []
+        self._events: list[DomainEvent] = []
         self.committed = False
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self._tables = self._db.tables.copy()
-        self._after_commit = []
+        self._events = []
         self.users = FakeUserRepository(self._db, self._tables)
         self.tokens = FakeTokenRepository(self._db, self._tables)
         self.products = FakeProductRepository(self._db, self._tables)
         self.idempotency = FakeIdempotencyRepository(self._tables)
         self.image_jobs = FakeImageJobRepository(self._db, self._tables)
         self.outbox = FakeOutboxRepository(self._db, self._tables)
+        self.imports = FakeImportRepository(self._db, self._tables)
+        self.webhooks = FakeWebhookRepository(self._db, self._tables)
         return self
 
     async def __aexit__(
@@ -487,22 +794,31 @@ class FakeUnitOfWork:
         self._db.tables = self._tables.copy()
         self._db.commits += 1
         self.committed = True
-        callbacks, self._after_commit = self._after_commit, []
-        for callback in callbacks:
-            await callback()
+        events, self._events = self._events, []
+        self._db.events.extend(events)
+        if events and self._db.effects is not None:
+            await self._db.effects(events)
 
-    def after_commit(self, callback: AfterCommit) -> None:
-        self._after_commit.append(callback)
+    def record(self, event: DomainEvent) -> None:
+        self._events.append(event)
 
 
 class RecordingCache:
     """A ProductCache (product ids) or TokenCache (token hashes) that stores nothing and
     records invalidations with the product the database held at that moment, to show they
-    ran after the commit."""
+    ran after the commit. Made for `db`, it is what `db`'s committed events invalidate."""
 
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
         self.invalidated: list[tuple[int | str, Product | None]] = []
+        db.effects = self.effects
+
+    async def effects(self, events: Sequence[DomainEvent]) -> None:
+        for event in events:
+            if isinstance(event, ProductChanged):
+                await self.invalidate(event.product_id)
+            elif isinstance(event, TokenRevoked):
+                await self.invalidate(event.token_hash)
 
     async def read(self, key: int | str) -> CachedProduct:
         return CachedProduct(body=None, token=None)

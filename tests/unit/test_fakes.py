@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from stockroom.domain.events import DomainEvent, ProductChanged
 from stockroom.domain.ports import (
     IdempotencyRepository,
     ImageJobRepository,
@@ -67,33 +69,31 @@ def _parameters(function: Any, *, drop_self: bool) -> list[tuple[str, Any, Any]]
 
 async def test_changes_are_visible_only_after_commit() -> None:
     db = FakeDatabase()
-    calls: list[str] = []
+    seen: list[tuple[list[DomainEvent], int]] = []
 
-    async def note() -> None:
-        calls.append("ran")
+    async def effects(events: Sequence[DomainEvent]) -> None:
+        seen.append((list(events), len(db.tables.users)))
 
+    db.effects = effects
     async with db.uow() as uow:
         await uow.users.add("a@example.com", None, is_admin=False)
-        uow.after_commit(note)
+        uow.record(ProductChanged(1))
         assert db.tables.users == {}
-        assert calls == []
+        assert seen == []
         await uow.commit()
 
     assert [u.email for u in db.tables.users.values()] == ["a@example.com"]
-    assert calls == ["ran"]
+    assert seen == [([ProductChanged(1)], 1)]  # run once the change was visible
+    assert db.events == [ProductChanged(1)]
 
 
-async def test_without_commit_changes_and_callbacks_are_dropped() -> None:
+async def test_without_commit_changes_and_events_are_dropped() -> None:
     db = FakeDatabase()
-    calls: list[str] = []
-
-    async def note() -> None:
-        calls.append("ran")
 
     async def fail_midway() -> None:
         async with db.uow() as uow:
             await uow.products.add(NewProduct("Lamp", Decimal(1)), 1)
-            uow.after_commit(note)
+            uow.record(ProductChanged(1))
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
@@ -103,4 +103,4 @@ async def test_without_commit_changes_and_callbacks_are_dropped() -> None:
 
     assert db.tables.products == {}
     assert db.tables.users == {}
-    assert calls == []
+    assert db.events == []

@@ -6,10 +6,10 @@ import pytest
 import pyvips
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.support.images import Format, photo_bytes
 
 from stockroom.api.body_limit import BodySizeLimitMiddleware
 from stockroom.domain.image_types import IMAGE_MEDIA_TYPES, SNIFF_BYTES, sniff
+from tests.support.images import Format, photo_bytes
 
 _EXPECTED: dict[Format, str] = {
     "jpeg": "image/jpeg",

@@ -33,7 +33,7 @@ async def test_a_failure_records_the_code_and_title_not_the_detail(
     job = await image_jobs.start_job(UnitOfWorkJobTransitions(db.uow), db.uow(), job_id)
     assert job is not None
 
-    await image_jobs.fail_job(db.uow(), job, error, final=final, cache=None)
+    await image_jobs.fail_job(db.uow(), job, error, final=final)
 
     stored = db.tables.jobs[job_id]
     assert stored.error == error.title

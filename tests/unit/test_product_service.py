@@ -425,7 +425,7 @@ async def test_patch_invalidates_the_cache_after_the_commit(db: FakeDatabase, al
     cache = RecordingCache(db)
 
     changed = await products.update_product(
-        db.uow(), alice, product.id, ProductPatch(product_name="New"), cache
+        db.uow(), alice, product.id, ProductPatch(product_name="New")
     )
 
     # The callback saw the committed row: a reader refilling the cache gets the new one.
@@ -441,7 +441,7 @@ async def test_a_failed_patch_changes_nothing_and_invalidates_nothing(
 
     with pytest.raises(SkuTaken):
         await products.update_product(
-            db.uow(), alice, product.id, ProductPatch(product_images=(C,), sku="TAKEN"), cache
+            db.uow(), alice, product.id, ProductPatch(product_images=(C,), sku="TAKEN")
         )
 
     assert db.tables.products[product.id] == product
@@ -468,7 +468,7 @@ async def test_delete_removes_the_product_then_invalidates(db: FakeDatabase, ali
     product = await create(db, alice)
     cache = RecordingCache(db)
 
-    deleted = await products.delete_product(db.uow(), alice, product.id, cache)
+    deleted = await products.delete_product(db.uow(), alice, product.id)
 
     assert deleted == product
     assert cache.invalidated == [(product.id, None)]

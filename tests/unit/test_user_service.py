@@ -147,9 +147,7 @@ async def test_replacing_named_tokens_revokes_them_and_issues_a_working_one(
     other, others = await users.create_user(db.uow(), email="other@example.com")
     cache = RecordingCache(db)
 
-    issued = await users.replace_named_tokens(
-        db.uow(), user, "demo", revoke=("initial",), cache=cache
-    )
+    issued = await users.replace_named_tokens(db.uow(), user, "demo", revoke=("initial",))
 
     for revoked in (initial, demo):
         with pytest.raises(InvalidToken):

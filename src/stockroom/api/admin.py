@@ -81,5 +81,5 @@ async def list_dead_letters(
 async def retry_dead_letter(
     job_id: JobId, caller: CurrentUser, uow: UowDep, services: ServicesDep, request_id: RequestId
 ) -> Redriven:
-    job = await image_jobs.redrive(uow, caller, job_id, request_id, services.cache)
+    job = await image_jobs.redrive(uow, caller, job_id, request_id)
     return Redriven(id=job.id, status="queued", product_id=job.product_id)

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from stockroom.domain.csv_import import CsvInvalid
 from stockroom.domain.errors import (
     Conflict,
     FieldError,
@@ -75,6 +76,8 @@ async def _stockroom_error(_request: Request, exc: Exception) -> Response:
         headers["Retry-After"] = _RETRY_AFTER_SECONDS
     if isinstance(exc, RateLimited):
         headers |= _rate_limit_headers(exc)
+    if isinstance(exc, CsvInvalid):
+        return _csv_problem(status, exc)
     errors = [_field_error(e) for e in exc.errors] if isinstance(exc, InvalidInput) else None
     return problem(
         status,
@@ -84,6 +87,20 @@ async def _stockroom_error(_request: Request, exc: Exception) -> Response:
         errors=errors,
         headers=headers,
     )
+
+
+def _csv_problem(status: int, exc: CsvInvalid) -> Response:
+    """A CSV file's problems by row and column; `total` counts them all when only the first
+    ones are listed."""
+    body: dict[str, Any] = {
+        "type": f"https://stockroom.dev/problems/{exc.code}",
+        "title": exc.title,
+        "status": status,
+        "detail": exc.detail,
+        "errors": [{"row": p.row, "column": p.column, "message": p.message} for p in exc.problems],
+        "total": exc.total,
+    }
+    return Response(orjson.dumps(body), status, media_type=PROBLEM_JSON)
 
 
 def _rate_limit_headers(exc: RateLimited) -> dict[str, str]:

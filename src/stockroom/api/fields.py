@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BeforeValidator, StringConstraints, WithJsonSchema
 
 from stockroom.domain import rules
+from stockroom.domain.webhooks import callback_url_problem
 
 
 def _text(value: str) -> str:
@@ -50,6 +51,22 @@ ImageUrl = Annotated[
     str,
     StringConstraints(max_length=rules.MAX_URL_LENGTH),
     AfterValidator(_image_url),
+    WithJsonSchema({"type": "string", "format": "uri", "maxLength": rules.MAX_URL_LENGTH}),
+]
+
+
+def _callback_url(value: str) -> str:
+    problem = callback_url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# Checked again at delivery, on the address connected to (DNS may change in between).
+CallbackUrl = Annotated[
+    str,
+    StringConstraints(max_length=rules.MAX_URL_LENGTH),
+    AfterValidator(_callback_url),
     WithJsonSchema({"type": "string", "format": "uri", "maxLength": rules.MAX_URL_LENGTH}),
 ]
 Price = Annotated[

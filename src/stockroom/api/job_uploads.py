@@ -23,15 +23,17 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from stockroom.api.deps import CurrentUser, RequestId, ServicesDep, UowDep
-from stockroom.api.fields import ImageUrl
+from stockroom.api.fields import CallbackUrl
 from stockroom.api.idempotency import IdempotencyDep, answer
 from stockroom.api.jobs import JSON, JobAccepted, JobId, OperationsField, accepted, parse_operations
-from stockroom.domain import jobs, rules
+from stockroom.api.webhooks import check_callback
+from stockroom.domain import jobs
 from stockroom.domain.errors import FieldError, InvalidInput, TooLarge, UnsupportedMediaType
 from stockroom.domain.idempotency import fingerprint_of
 from stockroom.domain.image_types import SNIFF_BYTES, sniff
 from stockroom.domain.models import ImageJob
 from stockroom.domain.operations import Operation, operations_to_json, parse_operations_text
+from stockroom.domain.webhooks import callback_url_problem
 
 router = APIRouter(tags=["jobs"])
 MULTIPART_SLACK = 64 * 1024  # the form's boundaries, headers and small fields
@@ -92,6 +94,7 @@ async def upload_job(
             operations_text = form.get("operations")
             callback_url = form.get("callback_url")
             ops, callback = _form_fields(operations_text, callback_url)
+            check_callback(services, callback)
             if not isinstance(upload, UploadFile):
                 raise InvalidInput("Invalid input", [FieldError("file", "a file is required")])
             data, media_type = await _read_image(upload, max_bytes)
@@ -138,7 +141,7 @@ def _form_fields(
         except InvalidInput as exc:
             errors.extend(exc.errors)
     callback = str(callback_url) if callback_url else None
-    if callback is not None and (problem := rules.image_url_problem(callback)):
+    if callback is not None and (problem := callback_url_problem(callback)):
         errors.append(FieldError("callback_url", problem))
     if errors:
         raise InvalidInput("Invalid input", errors)
@@ -175,7 +178,7 @@ class UploadUrlRequest(BaseModel):
     content_type: Annotated[str, Field(min_length=1, max_length=64)]
     bytes: Annotated[int, Field(ge=1, le=2**53 - 1)]  # JSON-safe; over the limit is a 413
     operations: OperationsField = None
-    callback_url: ImageUrl | None = None
+    callback_url: CallbackUrl | None = None
 
 
 class UploadUrl(BaseModel):
@@ -201,6 +204,7 @@ async def create_upload_url(
     idempotency: IdempotencyDep,
 ) -> Response:
     settings = services.settings
+    check_callback(services, body.callback_url)
     operations = parse_operations(body.operations)
     ttl = settings.upload_url_ttl_seconds
     store = services.store

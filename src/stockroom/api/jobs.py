@@ -10,9 +10,10 @@ import orjson
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from stockroom.api.deps import CurrentUser, ReadUowDep, RequestId, UowDep
-from stockroom.api.fields import ImageUrl
+from stockroom.api.deps import CurrentUser, ReadUowDep, RequestId, ServicesDep, UowDep
+from stockroom.api.fields import CallbackUrl, ImageUrl
 from stockroom.api.idempotency import IdempotencyDep, answer
+from stockroom.api.webhooks import check_callback
 from stockroom.domain import jobs
 from stockroom.domain.idempotency import fingerprint_of
 from stockroom.domain.models import ImageJob, JobStatus
@@ -23,6 +24,7 @@ from stockroom.domain.operations import (
     parse_operations_json,
     parse_operations_text,
 )
+from stockroom.domain.views import job_view
 
 router = APIRouter(tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
@@ -49,7 +51,7 @@ class JobCreate(BaseModel):
 
     image_url: ImageUrl
     operations: OperationsField = None
-    callback_url: ImageUrl | None = None
+    callback_url: CallbackUrl | None = None
 
 
 class JobAccepted(BaseModel):
@@ -81,26 +83,6 @@ class JobPage(BaseModel):
     next_cursor: str | None
 
 
-def job_dict(job: ImageJob) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "status": job.status.value,
-        "operations": job.operations,
-        "source_url": job.source_url,
-        "output_url": job.output_url,
-        "attempts": job.attempts,
-        "error": job.error,
-        "error_code": job.error_code,
-        "width": job.width,
-        "height": job.height,
-        "bytes_in": job.bytes_in,
-        "bytes_out": job.bytes_out,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-    }
-
-
 def accepted(job: ImageJob) -> bytes:
     return orjson.dumps({"id": job.id, "status": job.status.value, "status_url": f"/jobs/{job.id}"})
 
@@ -115,9 +97,11 @@ async def submit_job(
     body: JobCreate,
     user: CurrentUser,
     uow: UowDep,
+    services: ServicesDep,
     request_id: RequestId,
     idempotency: IdempotencyDep,
 ) -> Response:
+    check_callback(services, body.callback_url)
     operations = parse_operations(body.operations)
     job = jobs.NewJob(
         source_url=body.image_url, operations=operations, callback_url=body.callback_url
@@ -153,7 +137,7 @@ router.add_api_route(
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses={404: {}})
 async def get_job(job_id: JobId, user: CurrentUser, uow: ReadUowDep) -> Response:
     job = await jobs.get_job(uow, user, job_id)
-    return Response(orjson.dumps(job_dict(job), option=orjson.OPT_UTC_Z), media_type=JSON)
+    return Response(orjson.dumps(job_view(job), option=orjson.OPT_UTC_Z), media_type=JSON)
 
 
 router.add_api_route(
@@ -175,5 +159,5 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
 ) -> Response:
     page = await jobs.list_jobs(uow, user, status=status, limit=limit, after=cursor)
-    body = {"items": [job_dict(job) for job in page.items], "next_cursor": page.next_cursor}
+    body = {"items": [job_view(job) for job in page.items], "next_cursor": page.next_cursor}
     return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type=JSON)

@@ -13,7 +13,6 @@ from stockroom.api.deps import (
     CurrentUser,
     ReadUowDep,
     RequestId,
-    ServicesDep,
     UowDep,
     authenticated_user,
     get_services,
@@ -169,23 +168,20 @@ async def update_product(
     body: ProductUpdate,
     user: CurrentUser,
     uow: UowDep,
-    services: ServicesDep,
     request_id: RequestId,
 ) -> Response:
     changes = body.model_dump(exclude_unset=True)
     if "product_images" in changes:
         changes["product_images"] = tuple(changes["product_images"])
     product = await products.update_product(
-        uow, user, product_id, ProductPatch(**changes), services.cache, request_id, services.store
+        uow, user, product_id, ProductPatch(**changes), request_id
     )
     return Response(product_json(product), media_type=JSON)
 
 
 @router.delete("/{product_id}", status_code=204, responses={404: {}})
-async def delete_product(
-    product_id: ProductId, user: CurrentUser, uow: UowDep, services: ServicesDep
-) -> Response:
-    await products.delete_product(uow, user, product_id, services.cache, services.store)
+async def delete_product(product_id: ProductId, user: CurrentUser, uow: UowDep) -> Response:
+    await products.delete_product(uow, user, product_id)
     return Response(status_code=204)
 
 

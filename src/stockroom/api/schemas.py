@@ -12,6 +12,7 @@ from pydantic.json_schema import SkipJsonSchema
 from stockroom.api.fields import Description, ImageUrl, Price, ProductName, Sku
 from stockroom.domain import rules
 from stockroom.domain.models import Product
+from stockroom.domain.views import image_view
 
 _FORBID = ConfigDict(extra="forbid")
 ImageList = Annotated[list[ImageUrl], Field(max_length=rules.MAX_IMAGES)]
@@ -104,20 +105,7 @@ def product_dict(product: Product) -> dict[str, Any]:
         "product_price": float(product.product_price),
         "product_images": product.product_images,
         "compressed_product_images": product.compressed_product_images,
-        "images": [
-            {
-                "source_url": image.source_url,
-                "status": image.status.value,
-                "compressed_url": image.compressed_url,
-                "width": image.width,
-                "height": image.height,
-                "bytes_in": image.bytes_in,
-                "bytes_out": image.bytes_out,
-                "error": image.error,
-                "error_code": image.error_code,
-            }
-            for image in product.images
-        ],
+        "images": [image_view(image) for image in product.images],
         "created_at": product.created_at,
         "updated_at": product.updated_at,
     }

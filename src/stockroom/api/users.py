@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, StringConstraints
 
-from stockroom.api.deps import CurrentUser, ServicesDep, UowDep
+from stockroom.api.deps import CurrentUser, UowDep
 from stockroom.api.fields import Text
 from stockroom.api.idempotency import IdempotencyDep, answer
 from stockroom.domain import users
@@ -139,7 +139,6 @@ async def revoke_token(
     token_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     caller: CurrentUser,
     uow: UowDep,
-    services: ServicesDep,
 ) -> Response:
-    await users.revoke_token(uow, caller, token_id, services.token_cache)
+    await users.revoke_token(uow, caller, token_id)
     return Response(status_code=204)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockroom.db.products import result_columns
@@ -207,11 +207,25 @@ class SqlOutboxRepository:
         self._conn = connection
         self.added = 0
 
-    async def add(self, job_id: str, actor: str, queue: str, request_id: str | None) -> None:
-        await self.add_many([job_id], actor, queue, request_id)
+    async def add(
+        self,
+        job_id: str,
+        actor: str,
+        queue: str,
+        request_id: str | None,
+        *,
+        not_before: datetime | None = None,
+    ) -> None:
+        await self.add_many([job_id], actor, queue, request_id, not_before=not_before)
 
     async def add_many(
-        self, job_ids: Sequence[str], actor: str, queue: str, request_id: str | None
+        self,
+        job_ids: Sequence[str],
+        actor: str,
+        queue: str,
+        request_id: str | None,
+        *,
+        not_before: datetime | None = None,
     ) -> None:
         if not job_ids:
             return
@@ -224,6 +238,7 @@ class SqlOutboxRepository:
                 "queue": queue,
                 "request_id": request_id,
                 "created_at": now,
+                "not_before": not_before,
             }
             for job_id in job_ids
         ]
@@ -234,7 +249,10 @@ class SqlOutboxRepository:
             select(
                 outbox.c.id, outbox.c.job_id, outbox.c.actor, outbox.c.queue, outbox.c.request_id
             )
-            .where(outbox.c.published_at.is_(None))
+            .where(
+                outbox.c.published_at.is_(None),
+                or_(outbox.c.not_before.is_(None), outbox.c.not_before <= datetime.now(UTC)),
+            )
             .order_by(outbox.c.id)
             .limit(limit)
         )

@@ -15,8 +15,11 @@ from datetime import UTC, datetime
 
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.image_jobs import job_from
-from stockroom.domain.models import ImageResult, ImageStatus, JobStatus
+from stockroom.db.uow import Effects
+from stockroom.domain.events import DomainEvent, job_events, transition_events
+from stockroom.domain.models import ImageResult, ImageStatus, JobStatus, WebhookMessage
 from stockroom.domain.ports import StartedJob, UnitOfWorkFactory
+from stockroom.domain.webhook_delivery import queue_webhook
 
 _UNFINISHED = f"('{JobStatus.QUEUED.value}', '{JobStatus.PROCESSING.value}')"
 
@@ -68,20 +71,41 @@ SELECT EXISTS (SELECT 1 FROM job) AS written, (SELECT id FROM product) AS touche
 
 
 class AsyncpgJobTransitions:
-    """`JobTransitions` on the process's asyncpg pool (shared with the lookups)."""
+    """`JobTransitions` on the process's asyncpg pool (shared with the lookups). A success
+    that queues a webhook goes through `with_webhooks`, a unit of work's twin: the webhook's
+    rows commit with the result, and such jobs are the few with a callback URL."""
 
-    def __init__(self, pool: LazyAsyncpgPool) -> None:
+    def __init__(
+        self,
+        pool: LazyAsyncpgPool,
+        with_webhooks: UnitOfWorkJobTransitions,
+        effects: Effects | None = None,
+    ) -> None:
         self._pool = pool
+        self._with_webhooks = with_webhooks
+        self._effects = effects  # what a unit of work runs after its commit; here, after each
 
     async def start(self, job_id: str) -> StartedJob | None:
         row = await self._pool.fetchrow(_START, job_id, datetime.now(UTC))
         if row is None:
             return None
-        return StartedJob(job_from(row), row["touched_product_id"])
+        started = StartedJob(job_from(row), row["touched_product_id"])
+        await self._announce(job_events(started.job, started.product_id))
+        return started
+
+    async def _announce(self, events: list[DomainEvent]) -> None:
+        if events and self._effects is not None:
+            await self._effects(events)
 
     async def succeed(
-        self, job_id: str, product_image_id: int | None, result: ImageResult
+        self,
+        job_id: str,
+        product_image_id: int | None,
+        result: ImageResult,
+        webhook: WebhookMessage | None = None,
     ) -> tuple[bool, int | None]:
+        if webhook is not None:
+            return await self._with_webhooks.succeed(job_id, product_image_id, result, webhook)
         row = await self._pool.fetchrow(
             _SUCCEED,
             job_id,
@@ -95,7 +119,10 @@ class AsyncpgJobTransitions:
             result.bytes_out,
         )
         assert row is not None  # the outer SELECT always returns one row
-        return bool(row["written"]), row["touched_product_id"]
+        written, product_id = bool(row["written"]), row["touched_product_id"]
+        if written:
+            await self._announce(transition_events(job_id, product_image_id, product_id))
+        return written, product_id
 
 
 class UnitOfWorkJobTransitions:
@@ -114,11 +141,17 @@ class UnitOfWorkJobTransitions:
                 product_id = await uow.products.set_image_status(
                     job.product_image_id, ImageStatus.PROCESSING
                 )
+            for event in job_events(job, product_id):
+                uow.record(event)
             await uow.commit()
         return StartedJob(job, product_id)
 
     async def succeed(
-        self, job_id: str, product_image_id: int | None, result: ImageResult
+        self,
+        job_id: str,
+        product_image_id: int | None,
+        result: ImageResult,
+        webhook: WebhookMessage | None = None,
     ) -> tuple[bool, int | None]:
         async with self._uow_factory() as uow:
             if not await uow.image_jobs.mark_succeeded(job_id, result):
@@ -126,5 +159,9 @@ class UnitOfWorkJobTransitions:
             product_id = None
             if product_image_id is not None:
                 product_id = await uow.products.record_image_result(product_image_id, result)
+            if webhook is not None:
+                await queue_webhook(uow, webhook)
+            for event in transition_events(job_id, product_image_id, product_id):
+                uow.record(event)
             await uow.commit()
         return True, product_id

@@ -11,10 +11,11 @@ both implementations to equal results.
 from __future__ import annotations
 
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
+from stockroom.db.image_jobs import job_from
 from stockroom.db.products import image_from_prefixed, product_from
 from stockroom.db.users import user_from
-from stockroom.domain.models import Product, User
-from stockroom.domain.ports import UnitOfWorkFactory
+from stockroom.domain.models import ImageJob, Product, User
+from stockroom.domain.ports import OwnedImage, UnitOfWorkFactory
 
 # The columns and order of db/products.py's _GET_PRODUCT: one row per image (or one with
 # NULL img_ columns for a product without images), images by position then id.
@@ -40,6 +41,21 @@ WHERE t.token_hash = $1
 """
 
 
+# One image with its owner, in the columns of _PRODUCT's img_ side (for the live status).
+_IMAGE = """
+SELECT p.user_id,
+       i.id AS img_id, i.position AS img_position, i.source_url AS img_source_url,
+       i.status AS img_status, i.compressed_url AS img_compressed_url,
+       i.output_key AS img_output_key, i.width AS img_width, i.height AS img_height,
+       i.bytes_in AS img_bytes_in, i.bytes_out AS img_bytes_out,
+       i.error AS img_error, i.error_code AS img_error_code
+FROM product_images AS i
+JOIN products AS p ON p.id = i.product_id
+WHERE i.id = $1 AND i.product_id = $2
+"""
+_JOB = "SELECT * FROM image_jobs WHERE id = $1"
+
+
 class AsyncpgLookups:
     """`Lookups` on the process's asyncpg pool (shared with the job transitions)."""
 
@@ -57,6 +73,14 @@ class AsyncpgLookups:
         row = await self._pool.fetchrow(_USER_BY_HASH, token_hash)
         return user_from(row) if row is not None else None
 
+    async def image(self, product_id: int, image_id: int) -> OwnedImage | None:
+        row = await self._pool.fetchrow(_IMAGE, image_id, product_id)
+        return OwnedImage(row["user_id"], image_from_prefixed(row)) if row is not None else None
+
+    async def job(self, job_id: str) -> ImageJob | None:
+        row = await self._pool.fetchrow(_JOB, job_id)
+        return job_from(row) if row is not None else None
+
 
 class UnitOfWorkLookups:
     """`Lookups` through the repositories of a read-only unit of work."""
@@ -71,3 +95,15 @@ class UnitOfWorkLookups:
     async def user_by_token_hash(self, token_hash: str) -> User | None:
         async with self._uow_factory() as uow:
             return await uow.users.by_token_hash(token_hash)
+
+    async def image(self, product_id: int, image_id: int) -> OwnedImage | None:
+        async with self._uow_factory() as uow:
+            product = await uow.products.get(product_id)
+        if product is None:
+            return None
+        found = next((image for image in product.images if image.id == image_id), None)
+        return OwnedImage(product.user_id, found) if found is not None else None
+
+    async def job(self, job_id: str) -> ImageJob | None:
+        async with self._uow_factory() as uow:
+            return await uow.image_jobs.get(job_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
 import structlog
@@ -10,10 +10,14 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from stockroom.db.image_jobs import SqlImageJobRepository, SqlOutboxRepository
+from stockroom.db.imports import SqlImportRepository
 from stockroom.db.products import SqlProductRepository
 from stockroom.db.users import SqlIdempotencyRepository, SqlTokenRepository, SqlUserRepository
+from stockroom.db.webhooks import SqlWebhookRepository
 from stockroom.domain.errors import DatabaseUnavailable
-from stockroom.domain.ports import AfterCommit
+from stockroom.domain.events import DomainEvent
+
+Effects = Callable[[Sequence[DomainEvent]], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
@@ -25,6 +29,8 @@ class SqlUnitOfWork:
     idempotency: SqlIdempotencyRepository
     image_jobs: SqlImageJobRepository
     outbox: SqlOutboxRepository
+    imports: SqlImportRepository
+    webhooks: SqlWebhookRepository
 
     def __init__(
         self,
@@ -32,13 +38,15 @@ class SqlUnitOfWork:
         on_outbox_commit: Callable[[], None] | None = None,
         *,
         read_only: bool = False,
+        effects: Effects | None = None,
     ) -> None:
         self._engine = engine
         self._read_only = read_only
         self._on_outbox_commit = on_outbox_commit
+        self._effects = effects
+        self._events: list[DomainEvent] = []
         self._conn: AsyncConnection | None = None
         self._tx: AsyncTransaction | None = None
-        self._after_commit: list[AfterCommit] = []
 
     async def __aenter__(self) -> SqlUnitOfWork:
         try:
@@ -52,13 +60,15 @@ class SqlUnitOfWork:
             if self._conn is not None:
                 await self._conn.close()
             raise DatabaseUnavailable() from exc
-        self._after_commit = []
+        self._events = []
         self.users = SqlUserRepository(self._conn)
         self.tokens = SqlTokenRepository(self._conn)
         self.products = SqlProductRepository(self._conn)
         self.idempotency = SqlIdempotencyRepository(self._conn)
         self.image_jobs = SqlImageJobRepository(self._conn)
         self.outbox = SqlOutboxRepository(self._conn)
+        self.imports = SqlImportRepository(self._conn)
+        self.webhooks = SqlWebhookRepository(self._conn)
         return self
 
     async def __aexit__(
@@ -85,12 +95,9 @@ class SqlUnitOfWork:
         await self._tx.commit()
         if self.outbox.added and self._on_outbox_commit is not None:
             self._on_outbox_commit()  # wake the relay: publish now, not at its next poll
-        callbacks, self._after_commit = self._after_commit, []
-        for callback in callbacks:
-            try:
-                await callback()
-            except Exception:
-                log.exception("uow.after_commit_failed")
+        events, self._events = self._events, []
+        if events and self._effects is not None:
+            await self._effects(events)
 
-    def after_commit(self, callback: AfterCommit) -> None:
-        self._after_commit.append(callback)
+    def record(self, event: DomainEvent) -> None:
+        self._events.append(event)

@@ -2,7 +2,7 @@
 
 StockroomError
 ├── NotFound            404  ProductNotFound, JobNotFound, UserNotFound, TokenNotFound,
-│                            DeadLetterNotFound
+│                            DeadLetterNotFound, ImportNotFound
 ├── Conflict            409  IdempotencyKeyReused, SkuTaken
 ├── InvalidInput        422  (carries field errors) UnknownUser
 ├── Unauthenticated     401  InvalidToken
@@ -59,6 +59,11 @@ class TokenNotFound(NotFound):
 class DeadLetterNotFound(NotFound):
     code = "dead_letter_not_found"
     title = "Dead letter not found"
+
+
+class ImportNotFound(NotFound):
+    code = "import_not_found"
+    title = "Import not found"
 
 
 # -- 409 ---------------------------------------------------------------------------------

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from stockroom.domain.errors import DeadLetterNotFound, ImageError, JobNotFound
+from stockroom.domain.events import job_events
 from stockroom.domain.models import (
     ImageJob,
     ImageResult,
@@ -16,16 +18,25 @@ from stockroom.domain.models import (
     JobStatus,
     User,
 )
-from stockroom.domain.ports import JobTransitions, ProductCache, UnitOfWork
+from stockroom.domain.ports import JobTransitions, UnitOfWork
 from stockroom.domain.users import require_admin
+from stockroom.domain.views import job_view
+from stockroom.domain.webhook_delivery import WEBHOOKS_QUEUE, new_webhook, queue_webhook
 
 # A queue per kind of work, so a flood of one never starves another; an actor per queue.
 PROCESS_IMAGE = "process_image"
 IMAGES_QUEUE = "images"  # product images
 PROCESS_JOB = "process_job"
 JOBS_QUEUE = "jobs"  # standalone image jobs (POST /jobs)
-ACTOR_BY_QUEUE = {IMAGES_QUEUE: PROCESS_IMAGE, JOBS_QUEUE: PROCESS_JOB}
-QUEUES = tuple(ACTOR_BY_QUEUE)
+PROCESS_IMPORT_IMAGE = "process_import_image"
+IMPORTS_QUEUE = "imports"  # CSV imports: their product images (and their batches of rows)
+ACTOR_BY_QUEUE = {
+    IMAGES_QUEUE: PROCESS_IMAGE,
+    JOBS_QUEUE: PROCESS_JOB,
+    IMPORTS_QUEUE: PROCESS_IMPORT_IMAGE,
+}
+QUEUES = tuple(ACTOR_BY_QUEUE)  # the queues of image work, one image actor each
+ALL_QUEUES = (*QUEUES, WEBHOOKS_QUEUE)  # what `stockroom worker` consumes by default
 SUPERSEDED = "superseded: the product image was removed or replaced before processing"
 
 
@@ -40,8 +51,10 @@ async def queue_product_images(
     product_id: int,
     images: Sequence[tuple[int, str]],
     request_id: str | None,
+    queue: str = IMAGES_QUEUE,
 ) -> list[str]:
-    """Add a job and an outbox row per (image_id, url), inside the caller's transaction."""
+    """Add a job and an outbox row per (image_id, url), inside the caller's transaction;
+    on `queue` (a CSV import's images go on their own, apart from interactive ones)."""
     now = datetime.now(UTC)
     jobs = [
         ImageJob(
@@ -49,7 +62,7 @@ async def queue_product_images(
             user_id=user_id,
             kind=JobKind.PRODUCT_IMAGE,
             status=JobStatus.QUEUED,
-            queue=IMAGES_QUEUE,
+            queue=queue,
             operations=[],
             created_at=now,
             product_image_id=image_id,
@@ -61,16 +74,11 @@ async def queue_product_images(
     ]
     job_ids = [job.id for job in jobs]
     await uow.image_jobs.add_many(jobs)
-    await uow.outbox.add_many(job_ids, PROCESS_IMAGE, IMAGES_QUEUE, request_id)
+    await uow.outbox.add_many(job_ids, ACTOR_BY_QUEUE[queue], queue, request_id)
     return job_ids
 
 
-async def start_job(
-    transitions: JobTransitions,
-    uow: UnitOfWork,
-    job_id: str,
-    cache: ProductCache | None = None,
-) -> ImageJob | None:
+async def start_job(transitions: JobTransitions, uow: UnitOfWork, job_id: str) -> ImageJob | None:
     """Claim a delivery of the job; None means there is nothing (more) to do. `uow` is
     only used when the job's image was removed or replaced meanwhile (superseded)."""
     started = await transitions.start(job_id)
@@ -82,16 +90,31 @@ async def start_job(
             await uow.image_jobs.mark_failed(job_id, SUPERSEDED, None, None)
             await uow.commit()
         return None
-    await _invalidate(cache, started.product_id)
     return job
 
 
-async def succeed_job(
-    transitions: JobTransitions, job: ImageJob, result: ImageResult, cache: ProductCache | None
-) -> bool:
-    """Write the result once; a job whose image row is gone writes nothing to products."""
-    written, product_id = await transitions.succeed(job.id, job.product_image_id, result)
-    await _invalidate(cache, product_id)
+async def succeed_job(transitions: JobTransitions, job: ImageJob, result: ImageResult) -> bool:
+    """Write the result once; a job whose image row is gone writes nothing to products.
+    A standalone job with a callback URL queues its `job.succeeded` webhook with it."""
+    webhook = None
+    if job.callback_url is not None:
+        done = replace(
+            job,
+            status=JobStatus.SUCCEEDED,
+            output_key=result.output_key,
+            output_url=result.output_url,
+            width=result.width,
+            height=result.height,
+            bytes_in=result.bytes_in,
+            bytes_out=result.bytes_out,
+            error=None,
+            error_code=None,
+            finished_at=datetime.now(UTC),
+        )
+        webhook = new_webhook(
+            job.user_id, "job.succeeded", job.callback_url, job_view(done), job_id=job.id
+        )
+    written, _product_id = await transitions.succeed(job.id, job.product_image_id, result, webhook)
     return written
 
 
@@ -101,7 +124,6 @@ async def fail_job(
     error: ImageError,
     *,
     final: bool,
-    cache: ProductCache | None,
 ) -> None:
     """Record an attempt's failure; a final one fails the job and dead-letters it.
 
@@ -114,8 +136,23 @@ async def fail_job(
                 job.id, error.title, error.code, dead_lettered_at
             ):
                 return
+            if job.callback_url is not None:
+                failed = replace(
+                    job,
+                    status=JobStatus.FAILED,
+                    error=error.title,
+                    error_code=error.code,
+                    finished_at=dead_lettered_at,
+                )
+                await queue_webhook(
+                    uow,
+                    new_webhook(
+                        job.user_id, "job.failed", job.callback_url, job_view(failed), job_id=job.id
+                    ),
+                )
         else:
             await uow.image_jobs.record_failed_attempt(job.id, error.title, error.code)
+        product_id = None
         if job.product_image_id is not None:
             product_id = (
                 await uow.products.record_image_failure(
@@ -124,7 +161,8 @@ async def fail_job(
                 if final
                 else await uow.products.set_image_status(job.product_image_id, ImageStatus.PENDING)
             )
-            _invalidate_after_commit(uow, cache, product_id)
+        for event in job_events(job, product_id):
+            uow.record(event)
         await uow.commit()
 
 
@@ -151,7 +189,6 @@ async def redrive(
     actor: User,
     job_id: str,
     request_id: str | None = None,
-    cache: ProductCache | None = None,
 ) -> ImageJob:
     """Put a dead-lettered job back in its queue, as new, through the outbox."""
     require_admin(actor)
@@ -160,11 +197,13 @@ async def redrive(
         if job is None or job.dead_lettered_at is None:
             raise DeadLetterNotFound()
         await uow.image_jobs.reset_for_redrive(job_id)
+        product_id = None
         if job.product_image_id is not None:
             product_id = await uow.products.set_image_status(
                 job.product_image_id, ImageStatus.PENDING
             )
-            _invalidate_after_commit(uow, cache, product_id)
+        for event in job_events(job, product_id):
+            uow.record(event)
         await uow.outbox.add(
             job.id, ACTOR_BY_QUEUE[job.queue], job.queue, request_id or job.request_id
         )
@@ -183,18 +222,6 @@ async def requeue_unfinished(uow: UnitOfWork, older_than: datetime | None = None
             await uow.outbox.add(job.id, ACTOR_BY_QUEUE[job.queue], job.queue, job.request_id)
         await uow.commit()
     return len(jobs)
-
-
-def _invalidate_after_commit(
-    uow: UnitOfWork, cache: ProductCache | None, product_id: int | None
-) -> None:
-    uow.after_commit(lambda: _invalidate(cache, product_id))
-
-
-async def _invalidate(cache: ProductCache | None, product_id: int | None) -> None:
-    """Retire the product's cached response, when there is a cache and a product."""
-    if cache is not None and product_id is not None:
-        await cache.invalidate(product_id)
 
 
 async def pipeline_counts(uow: UnitOfWork) -> dict[str, int]:

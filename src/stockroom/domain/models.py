@@ -153,3 +153,77 @@ class OutboxMessage:
     actor: str
     queue: str
     request_id: str | None
+
+
+class ImportStatus(enum.StrEnum):
+    PENDING = "pending"  # accepted, no batch applied yet
+    PROCESSING = "processing"  # rows being written, or their images processed
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"  # every row written; some image failed
+    FAILED = "failed"  # a batch of rows could not be written
+
+    @property
+    def finished(self) -> bool:
+        return self not in (ImportStatus.PENDING, ImportStatus.PROCESSING)
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    """A CSV bulk import: its rows become the owner's products, in batches."""
+
+    id: str
+    user_id: int
+    status: ImportStatus
+    columns: tuple[str, ...]  # the header as given, for output.csv
+    rows: int
+    images_total: int  # input URLs, over every row
+    batches: int
+    created_at: datetime
+    batches_done: int = 0
+    rows_done: int = 0  # rows written so far
+    images_done: int = 0
+    images_failed: int = 0
+    callback_url: str | None = None
+    request_id: str | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class WebhookStatus(enum.StrEnum):
+    PENDING = "pending"  # to be tried (again)
+    DELIVERED = "delivered"  # a 2xx
+    FAILED = "failed"  # the retry schedule ran out
+    GONE = "gone"  # the receiver answered 410: no more attempts
+    REFUSED = "refused"  # the URL is not allowed (a private address): no more attempts
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookMessage:
+    """One event to deliver: its body is built once; its id is every attempt's webhook-id."""
+
+    id: str
+    user_id: int
+    type: str
+    url: str
+    payload: bytes
+    status: WebhookStatus
+    created_at: datetime
+    attempts: int = 0
+    job_id: str | None = None
+    import_id: str | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAttempt:
+    """One delivery attempt, as GET /webhooks/deliveries lists it."""
+
+    id: int
+    webhook_id: str
+    type: str
+    url: str
+    attempt: int
+    status_code: int | None
+    error: str | None
+    created_at: datetime

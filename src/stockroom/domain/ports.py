@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from types import TracebackType
 from typing import Protocol
 
+from stockroom.domain.csv_import import ImportRow
+from stockroom.domain.events import DomainEvent
 from stockroom.domain.models import (
     ApiToken,
     ImageJob,
     ImageResult,
     ImageStatus,
+    Import,
+    ImportStatus,
     JobStatus,
     OutboxMessage,
     Product,
+    ProductImage,
     User,
+    WebhookAttempt,
+    WebhookMessage,
+    WebhookStatus,
 )
 from stockroom.domain.queries import IdempotencyRecord, NewProduct, ProductPatch, ProductQuery
+from stockroom.domain.webhooks import DeliveryResult
 
 
 class ImageStore(Protocol):
@@ -111,9 +121,6 @@ class TokenCache(Protocol):
     async def invalidate(self, token_hash: str) -> None: ...
 
     async def close(self) -> None: ...
-
-
-AfterCommit = Callable[[], Awaitable[None]]
 
 
 class UserRepository(Protocol):
@@ -264,11 +271,62 @@ class ImageJobRepository(Protocol):
         ...
 
 
+class WebhookRepository(Protocol):
+    async def add(self, message: WebhookMessage) -> None: ...
+
+    async def get(self, message_id: str) -> WebhookMessage | None: ...
+
+    async def record_attempt(
+        self,
+        message: WebhookMessage,
+        result: DeliveryResult,
+        status: WebhookStatus,
+        at: datetime,
+    ) -> bool:
+        """Record attempt `message.attempts + 1` and the message's new status; False (and
+        nothing written) when that attempt is already recorded or the message is settled."""
+        ...
+
+    async def attempts(
+        self,
+        *,
+        user_id: int | None,
+        job_id: str | None = None,
+        import_id: str | None = None,
+        limit: int = 20,
+        after: int | None = None,
+    ) -> list[WebhookAttempt]:
+        """Newest first; `after` is the id of the previous page's last attempt."""
+        ...
+
+
+class WebhookSender(Protocol):
+    async def send(self, url: str, webhook_id: str, payload: bytes) -> DeliveryResult:
+        """One signed attempt; never raises for a network or HTTP problem."""
+        ...
+
+
 class OutboxRepository(Protocol):
-    async def add(self, job_id: str, actor: str, queue: str, request_id: str | None) -> None: ...
+    async def add(
+        self,
+        job_id: str,
+        actor: str,
+        queue: str,
+        request_id: str | None,
+        *,
+        not_before: datetime | None = None,
+    ) -> None:
+        """A message to publish once committed (and, with `not_before`, from then on)."""
+        ...
 
     async def add_many(
-        self, job_ids: Sequence[str], actor: str, queue: str, request_id: str | None
+        self,
+        job_ids: Sequence[str],
+        actor: str,
+        queue: str,
+        request_id: str | None,
+        *,
+        not_before: datetime | None = None,
     ) -> None:
         """`add` for several jobs' messages, in one statement where the database allows."""
         ...
@@ -294,6 +352,129 @@ class TaskQueue(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ImageTally:
+    """The images an import's rows point at, by state (`failed` counts removed ones too)."""
+
+    done: int = 0
+    failed: int = 0
+    waiting: int = 0  # pending or processing
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRow:
+    """A row of an import's output.csv: its cells as given, and per input URL the URL of
+    its processed image (None while not ready, or failed)."""
+
+    row: int
+    cells: tuple[str, ...]
+    outputs: tuple[str | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProductFields:
+    """What an import row sets on an existing product (all of it: unchanged fields too)."""
+
+    product_id: int
+    product_name: str
+    product_price: Decimal
+    product_description: str | None
+
+
+class ImportRepository(Protocol):
+    """CSV imports, their stored rows and batches, and the bulk product writes of a batch."""
+
+    async def add(self, imported: Import) -> None: ...
+
+    async def add_rows(self, import_id: str, rows: Sequence[ImportRow], per_batch: int) -> None:
+        """Store the parsed rows, in order; row i goes to batch i // per_batch."""
+        ...
+
+    async def add_batches(self, import_id: str, batch_ids: Sequence[str]) -> None:
+        """One row per batch, numbered in order, not applied yet."""
+        ...
+
+    async def get(self, import_id: str) -> Import | None: ...
+
+    async def search(
+        self, *, user_id: int | None, limit: int, after: str | None = None
+    ) -> list[Import]:
+        """Newest first; `after` is the id of the previous page's last import."""
+        ...
+
+    async def claim_batch(self, batch_id: str, now: datetime) -> tuple[str, int] | None:
+        """Mark the batch applied, holding it until the end of the transaction; its
+        (import id, number), or None when it was applied already (or is gone)."""
+        ...
+
+    async def batch_rows(self, import_id: str, number: int) -> list[ImportRow]: ...
+
+    async def batch_applied(self, import_id: str, rows: int, now: datetime) -> Import:
+        """Count one more batch (of `rows` rows) done; `processing` from the first."""
+        ...
+
+    async def products_by_sku(self, user_id: int, skus: Sequence[str]) -> dict[str, int]:
+        """The ids of the user's products with these skus."""
+        ...
+
+    async def lock_products(self, product_ids: Sequence[int]) -> None:
+        """`ProductRepository.lock` for several products: their jobs, images, then rows."""
+        ...
+
+    async def products(self, product_ids: Sequence[int]) -> list[Product]:
+        """These products, with their images in position order."""
+        ...
+
+    async def add_products(
+        self, user_id: int, drafts: Sequence[NewProduct], now: datetime
+    ) -> list[int]:
+        """Insert the products (images apart); their ids, in order.
+
+        Raises:
+            SkuTaken: another product of the user has one of the skus.
+        """
+        ...
+
+    async def update_products(self, changes: Sequence[ProductFields], now: datetime) -> None: ...
+
+    async def tag_jobs(self, import_id: str, job_ids: Sequence[str]) -> None:
+        """Note which import queued these image jobs."""
+        ...
+
+    async def link_images(self, import_id: str, links: Sequence[tuple[int, int, int]]) -> None:
+        """Record, per (row, position, product image id), the image an input URL became."""
+        ...
+
+    async def has_unfinished_jobs(self, import_id: str) -> bool: ...
+
+    async def tally(self, import_id: str) -> ImageTally: ...
+
+    async def finish(
+        self,
+        import_id: str,
+        status: ImportStatus,
+        tally: ImageTally,
+        now: datetime,
+        error: str | None = None,
+    ) -> Import | None:
+        """Give an unfinished import its final status and counts; None if it had one."""
+        ...
+
+    async def settling(self) -> list[str]:
+        """Imports processing with every batch applied: waiting for their images only."""
+        ...
+
+    async def unapplied_batches(
+        self, created_before: datetime | None
+    ) -> list[tuple[str, str | None]]:
+        """(batch id, request id) of the batches not applied, of unfinished imports."""
+        ...
+
+    async def output_rows(self, import_id: str, after_row: int, limit: int) -> list[OutputRow]:
+        """Rows after `after_row`, in order, with their outputs."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction: rolls back on exit unless `commit()` was awaited inside."""
 
@@ -315,6 +496,12 @@ class UnitOfWork(Protocol):
     @property
     def outbox(self) -> OutboxRepository: ...
 
+    @property
+    def webhooks(self) -> WebhookRepository: ...
+
+    @property
+    def imports(self) -> ImportRepository: ...
+
     async def __aenter__(self) -> UnitOfWork: ...
 
     async def __aexit__(
@@ -326,12 +513,19 @@ class UnitOfWork(Protocol):
 
     async def commit(self) -> None: ...
 
-    def after_commit(self, callback: AfterCommit) -> None:
-        """Run `callback` once the transaction has committed (never on rollback)."""
+    def record(self, event: DomainEvent) -> None:
+        """Note what this transaction did; once it commits, the effects run
+        (`domain/effects.py`). Nothing runs on a rollback."""
         ...
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedImage:
+    user_id: int
+    image: ProductImage
 
 
 class Lookups(Protocol):
@@ -348,6 +542,13 @@ class Lookups(Protocol):
     async def user_by_token_hash(self, token_hash: str) -> User | None:
         """The owner of the token with this hash, or None for an unknown or revoked one."""
         ...
+
+    async def image(self, product_id: int, image_id: int) -> OwnedImage | None:
+        """One image of the product with the product's owner (a live event per image
+        change: one row, not the whole product)."""
+        ...
+
+    async def job(self, job_id: str) -> ImageJob | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,10 +574,15 @@ class JobTransitions(Protocol):
         ...
 
     async def succeed(
-        self, job_id: str, product_image_id: int | None, result: ImageResult
+        self,
+        job_id: str,
+        product_image_id: int | None,
+        result: ImageResult,
+        webhook: WebhookMessage | None = None,
     ) -> tuple[bool, int | None]:
         """Record the result on the job if it is still unfinished and on its image row if
-        that still exists: (written, id of the product whose image changed, or None)."""
+        that still exists: (written, id of the product whose image changed, or None). A
+        `webhook` announcing it is queued in the same transaction, if the result is written."""
         ...
 
 

@@ -15,13 +15,13 @@ from stockroom.domain.errors import (
     InvalidInput,
     NotAllowed,
     ProductNotFound,
-    Unavailable,
     UnknownUser,
 )
+from stockroom.domain.events import OutputsReleased, ProductChanged
 from stockroom.domain.idempotency import FirstResponse, IdempotencyKey, create_once, fingerprint_of
 from stockroom.domain.image_jobs import queue_product_images
 from stockroom.domain.models import Product, ProductImage, User
-from stockroom.domain.ports import ImageStore, ProductCache, UnitOfWork
+from stockroom.domain.ports import UnitOfWork
 from stockroom.domain.queries import UNSET, Cursor, NewProduct, ProductPatch, ProductQuery
 from stockroom.domain.queries import ProductSort as ProductSort
 from stockroom.domain.rules import price_problem, text_problem
@@ -145,12 +145,9 @@ async def update_product(
     actor: User,
     product_id: int,
     patch: ProductPatch,
-    cache: ProductCache | None = None,
     request_id: str | None = None,
-    store: ImageStore | None = None,
 ) -> Product:
     """Apply a partial update; a changed image list keeps the results of URLs that stay."""
-    dropped: list[ProductImage] = []
     async with uow:
         await uow.products.lock(product_id)
         current = await _get_visible(uow, actor, product_id)
@@ -165,6 +162,7 @@ async def update_product(
             new, dropped = await _replace_images(
                 uow, product_id, current.images, list(patch.product_images)
             )
+            release_outputs(uow, dropped)
             await queue_product_images(
                 uow,
                 user_id=owner_id,
@@ -173,49 +171,29 @@ async def update_product(
                 request_id=request_id,
             )
         product = await _get(uow, product_id)
-        if cache is not None:
-            uow.after_commit(lambda: cache.invalidate(product_id))
+        uow.record(ProductChanged(product_id))
         await uow.commit()
-    if store is not None and dropped:
-        await remove_unused_outputs(uow, store, [image.output_key for image in dropped])
     return product
 
 
-async def delete_product(
-    uow: UnitOfWork,
-    actor: User,
-    product_id: int,
-    cache: ProductCache | None = None,
-    store: ImageStore | None = None,
-) -> Product:
+async def delete_product(uow: UnitOfWork, actor: User, product_id: int) -> Product:
     """Delete the product and its image rows, then the processed files nobody else uses."""
     async with uow:
         await uow.products.lock(product_id)
         product = await _get_visible(uow, actor, product_id)
         await uow.products.delete(product_id)
-        if cache is not None:
-            uow.after_commit(lambda: cache.invalidate(product_id))
+        release_outputs(uow, product.images)
+        uow.record(ProductChanged(product_id))
         await uow.commit()
-    if store is not None:
-        await remove_unused_outputs(uow, store, [i.output_key for i in product.images])
     return product
 
 
-async def remove_unused_outputs(
-    uow: UnitOfWork, store: ImageStore, keys: Sequence[str | None]
-) -> None:
-    """Outputs are content-addressed, so another image may share one: delete only keys no
-    row points at. Runs after the commit; a storage failure leaves an orphan, not an error."""
-    async with uow:
-        unused = [
-            k for k in dict.fromkeys(keys) if k and not await uow.products.output_key_in_use(k)
-        ]
-    if not unused:
-        return
-    try:
-        await store.delete(unused)
-    except Unavailable:
-        log.warning("products.output_cleanup_failed", keys=len(unused))
+def release_outputs(uow: UnitOfWork, images: Sequence[ProductImage]) -> None:
+    """These images' files may be unused once this commits (the effects check, then remove:
+    outputs are content-addressed, so another image may share one)."""
+    keys = tuple(dict.fromkeys(image.output_key for image in images if image.output_key))
+    if keys:
+        uow.record(OutputsReleased(keys))
 
 
 async def _replace_images(

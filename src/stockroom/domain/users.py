@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import secrets
@@ -18,6 +17,7 @@ from stockroom.domain.errors import (
     TokenNotFound,
     UserNotFound,
 )
+from stockroom.domain.events import TokenRevoked
 from stockroom.domain.idempotency import FirstResponse, IdempotencyKey, Outcome, create_once
 from stockroom.domain.models import IssuedToken, User
 from stockroom.domain.ports import Lookups, TokenCache, UnitOfWork
@@ -114,15 +114,12 @@ async def create_token(uow: UnitOfWork, user: User, name: str | None = None) -> 
     return issued
 
 
-async def revoke_token(
-    uow: UnitOfWork, user: User, token_id: int, cache: TokenCache | None = None
-) -> None:
+async def revoke_token(uow: UnitOfWork, user: User, token_id: int) -> None:
     async with uow:
         token_hash = await uow.tokens.delete(user.id, token_id)
         if token_hash is None:
             raise TokenNotFound()
-        if cache is not None:
-            uow.after_commit(lambda: cache.invalidate(token_cache_key(token_hash)))
+        uow.record(TokenRevoked(token_cache_key(token_hash)))
         await uow.commit()
 
 
@@ -132,7 +129,6 @@ async def replace_named_tokens(
     name: str,
     *,
     revoke: Sequence[str] = (),
-    cache: TokenCache | None = None,
 ) -> IssuedToken:
     """Issue a token named `name` in place of the user's tokens named `name` (and those
     named in `revoke`), in one transaction: the old ones stop working at once."""
@@ -141,9 +137,8 @@ async def replace_named_tokens(
         for old_name in (name, *revoke):
             hashes += await uow.tokens.delete_named(user.id, old_name)
         issued = await _issue_token(uow, user.id, name=name)
-        if cache is not None:
-            for token_hash in hashes:
-                uow.after_commit(functools.partial(cache.invalidate, token_cache_key(token_hash)))
+        for token_hash in hashes:
+            uow.record(TokenRevoked(token_cache_key(token_hash)))
         await uow.commit()
     return issued
 

@@ -29,6 +29,7 @@ from stockroom.pipeline.content_address import content_key
 from stockroom.pipeline.fetch import ImageFetcher
 from stockroom.pipeline.metrics import IMAGE_BYTES, IMAGE_JOB_SECONDS, IMAGE_JOBS
 from stockroom.pipeline.operations import process
+from stockroom.pipeline.webhooks import WebhookSender
 
 log = structlog.get_logger("stockroom.pipeline")
 
@@ -49,17 +50,21 @@ class PipelineContext:
     # executor's queue, and a thread that finishes one image starts the next queued one
     # itself, without a round trip through the event loop.
     image_executor: ThreadPoolExecutor
+    # Signs and posts webhooks; None when no STOCKROOM_WEBHOOK_SECRET is set.
+    webhooks: WebhookSender | None = None
 
     async def aclose(self) -> None:
         """Release what this context holds alone: the libvips threads and the connections."""
         self.image_executor.shutdown(wait=False, cancel_futures=True)
         await self.fetcher.aclose()
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
 
 
 async def run_image_job(job_id: str, ctx: PipelineContext, *, last_attempt: bool) -> None:
     """Process one delivery of a job. Raises on failure so the broker retries or
     dead-letters it, after the failure is recorded in the database."""
-    job = await image_jobs.start_job(ctx.transitions, ctx.uow_factory(), job_id, ctx.cache)
+    job = await image_jobs.start_job(ctx.transitions, ctx.uow_factory(), job_id)
     if job is None:
         IMAGE_JOBS.labels("skipped").inc()
         log.info("image.skipped", job_id=job_id, reason="finished, superseded or missing")
@@ -71,7 +76,7 @@ async def run_image_job(job_id: str, ctx: PipelineContext, *, last_attempt: bool
     except Exception as exc:
         await _record_failure(job, ctx, exc, last_attempt=last_attempt, log=bound)
         raise
-    written = await image_jobs.succeed_job(ctx.transitions, job, result, ctx.cache)
+    written = await image_jobs.succeed_job(ctx.transitions, job, result)
     seconds = time.perf_counter() - started
     IMAGE_JOBS.labels("succeeded").inc()
     IMAGE_JOB_SECONDS.observe(seconds)
@@ -165,7 +170,7 @@ async def _record_failure(
         exc_info=not isinstance(exc, StockroomError),
     )
     try:
-        await image_jobs.fail_job(ctx.uow_factory(), job, error, final=final, cache=ctx.cache)
+        await image_jobs.fail_job(ctx.uow_factory(), job, error, final=final)
     except Exception:
         log.exception("image.failure_not_recorded")
         return
