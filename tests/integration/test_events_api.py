@@ -114,7 +114,10 @@ async def serving(app: FastAPI) -> AsyncIterator[tuple[httpx.AsyncClient, uvicor
         host="127.0.0.1",
         port=free_port(),
         lifespan="off",
-        log_level="warning",
+        # Neither: uvicorn would set its loggers' levels for the whole test process (and
+        # hide later tests' uvicorn.error lines from them).
+        log_config=None,
+        log_level=None,
         ws="none",
         http="h11",
     )
