@@ -19,6 +19,7 @@ from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
 from stockroom.adapters.cache import CacheOptions, NearCache, build_product_cache
+from stockroom.adapters.cache.invalidations import PING_INTERVAL_SECONDS
 
 pytestmark = pytest.mark.redis
 
@@ -147,6 +148,21 @@ async def test_a_blackholed_subscription_is_noticed_by_its_ping(
     # Unnoticed until a PING goes unanswered (about a second plus the socket timeout).
     await eventually(dropped, timeout=5, interval=0.05)
     assert (await reader.read(1)).body is None  # not from memory, and Redis is unreachable
+
+
+async def test_an_idle_subscription_stays_up_across_its_pings(
+    make_cache: Callable[[str], NearCache],
+) -> None:
+    """Redis answers a subscribed PING with +PONG under RESP3 (redis-py 8's default), where
+    RESP2 sent ["pong", ""]: taking one for no answer reconnected (and flushed) every 2 s."""
+    cache = make_cache(REDIS_URL)
+    writer = make_cache(REDIS_URL)
+    await writer.fill(1, b"kept", (await writer.read(1)).token)
+    await _cached_near(cache, 1, b"kept")
+
+    await asyncio.sleep(4.5 * PING_INTERVAL_SECONDS)  # several PINGs, and their deadlines
+
+    assert len(cache) == 1  # never flushed: the subscription was never dropped
 
 
 @pytest.fixture

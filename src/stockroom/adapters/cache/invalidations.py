@@ -189,6 +189,9 @@ class InvalidationListener:
         if isinstance(value, RedisReplyError):
             self._lose(f"redis error: {value}")
             return
+        if value == b"PONG":  # a subscribed PING's answer under RESP3 (RESP2: ["pong", ""])
+            self._last_pong = time.monotonic()
+            return
         if not isinstance(value, list) or not value:
             return  # +OK of AUTH
         kind = value[0]
