@@ -12,12 +12,22 @@ from rich.console import Console
 from benchmarks import Options, Section, SectionResult
 from benchmarks.api import ApiBenchmark
 from benchmarks.cache import CacheBenchmark
+from benchmarks.imports import ImportsBenchmark
+from benchmarks.jobs import JobsBenchmark
+from benchmarks.live import LiveBenchmark
 from benchmarks.pipeline import PipelineBenchmark
 from benchmarks.report import print_results, write_json
 from benchmarks.seed import EXPERIMENTS
 
 # A new section is appended here.
-SECTIONS: list[Section] = [ApiBenchmark(), PipelineBenchmark(), CacheBenchmark()]
+SECTIONS: list[Section] = [
+    ApiBenchmark(),
+    PipelineBenchmark(),
+    JobsBenchmark(),
+    CacheBenchmark(),
+    ImportsBenchmark(),
+    LiveBenchmark(),
+]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
