@@ -32,6 +32,7 @@ from stockroom.bootstrap import Role, bootstrap
 from stockroom.config import Settings, get_settings
 from stockroom.domain.image_jobs import requeue_unfinished
 from stockroom.domain.imports import requeue_batches
+from stockroom.domain.webhook_delivery import requeue_pending
 from stockroom.logs import configure_logging
 from stockroom.worker import EmbeddedWorker
 
@@ -63,7 +64,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 requeued = await requeue_unfinished(services.uow())
                 # An import's batches not applied yet were in the lost in-memory queue too.
                 batches = await requeue_batches(services.uow())
-                log.info("embedded.started", requeued_jobs=requeued, requeued_batches=batches)
+                hooks = await requeue_pending(services.uow())
+                log.info(
+                    "embedded.started",
+                    requeued_jobs=requeued,
+                    requeued_batches=batches,
+                    requeued_webhooks=hooks,
+                )
             assert services.relay is not None
             services.relay.start()
             for chore in services.chores:

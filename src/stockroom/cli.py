@@ -36,7 +36,7 @@ from stockroom.config import Settings, get_settings
 from stockroom.db.migrate import upgrade
 from stockroom.demo import FOLDER, OTHER_PHOTO, PRODUCT_PHOTO, install_photos
 from stockroom.demo.product import SKU, announce_in_background
-from stockroom.domain import image_jobs, imports
+from stockroom.domain import image_jobs, imports, webhook_delivery
 from stockroom.domain import users as user_service
 from stockroom.domain.errors import EmailTaken
 from stockroom.domain.image_jobs import ALL_QUEUES
@@ -344,18 +344,20 @@ def jobs_requeue(
     """Queue again the jobs still queued or processing after a while, for when RabbitMQ lost
     its messages (a purged queue, a lost disk). A job that was only slow gets a duplicate
     message, which does nothing twice; a running API process's relay publishes them."""
-    count, batches = asyncio.run(_requeue_unfinished(get_settings(), older_than_minutes))
-    console.print(f"requeued {count} job(s) and {batches} import batch(es)")
+    count, batches, hooks = asyncio.run(_requeue_unfinished(get_settings(), older_than_minutes))
+    console.print(f"requeued {count} job(s), {batches} import batch(es) and {hooks} webhook(s)")
 
 
-async def _requeue_unfinished(settings: Settings, older_than_minutes: int) -> tuple[int, int]:
-    """Image jobs, and the batches of rows of imports accepted that long ago or longer."""
+async def _requeue_unfinished(settings: Settings, older_than_minutes: int) -> tuple[int, int, int]:
+    """Image jobs, the batches of rows of imports, and the webhooks still to deliver, all
+    created that long ago or longer."""
     services = await bootstrap(settings, Role.CLI)
     try:
         cutoff = datetime.now(UTC) - timedelta(minutes=older_than_minutes)
         jobs = await image_jobs.requeue_unfinished(services.uow(), older_than=cutoff)
         batches = await imports.requeue_batches(services.uow(), created_before=cutoff)
-        return jobs, batches
+        hooks = await webhook_delivery.requeue_pending(services.uow(), created_before=cutoff)
+        return jobs, batches, hooks
     finally:
         await services.aclose()
 

@@ -18,6 +18,8 @@ from tests.support.waiting import eventually, settled_job
 from tests.support.webhook_receiver import WebhookReceiver, receive_webhooks
 
 from stockroom.config import Settings
+from stockroom.domain import users, webhook_delivery
+from stockroom.services import Services
 
 SECRET = "whsec_" + base64.b64encode(b"a test signing key of 32 bytes!!").decode()
 
@@ -252,3 +254,24 @@ async def _quiet(client: httpx.AsyncClient, who: Account, job_id: str, expected:
 
     await asyncio.sleep(1.5)
     assert len(await deliveries(client, who, job_id=job_id)) == expected
+
+
+async def test_webhooks_whose_queue_message_was_lost_are_queued_again(
+    bare_services: Services,
+) -> None:
+    """The SQL of `pending`, on both engines (no relay running): a message still to deliver
+    whose outbox row was published, to a queue that then lost it, is queued again, once."""
+    services = bare_services
+    user, _ = await users.create_user(services.uow(), email="lost@example.com")
+    message = webhook_delivery.new_webhook(user.id, "job.failed", "http://127.0.0.1:9/x", {})
+    async with services.uow() as uow:
+        await webhook_delivery.queue_webhook(uow, message)
+        await uow.commit()
+    assert await webhook_delivery.requeue_pending(services.uow()) == 0  # still in the outbox
+    async with services.uow() as uow:
+        claimed = await uow.outbox.claim(100)
+        await uow.outbox.mark_published([m.id for m in claimed if m.job_id == message.id])
+        await uow.commit()
+
+    assert await webhook_delivery.requeue_pending(services.uow()) == 1
+    assert await webhook_delivery.requeue_pending(services.uow()) == 0

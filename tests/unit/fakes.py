@@ -545,6 +545,16 @@ class FakeWebhookRepository:
         )
         return True
 
+    async def pending(self, created_before: datetime | None = None) -> list[str]:
+        waiting = {m.job_id for m, published in self._t.outbox.values() if published is None}
+        return [
+            message.id
+            for message in self._t.webhooks.values()
+            if message.status is WebhookStatus.PENDING
+            and message.id not in waiting
+            and (created_before is None or message.created_at < created_before)
+        ]
+
     async def attempts(
         self,
         *,

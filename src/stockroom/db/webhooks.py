@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stockroom.db.tables import webhook_attempts, webhook_messages
+from stockroom.db.tables import outbox, webhook_attempts, webhook_messages
 from stockroom.domain.models import WebhookAttempt, WebhookMessage, WebhookStatus
 from stockroom.domain.webhooks import DeliveryResult
 
@@ -125,6 +125,17 @@ class SqlWebhookRepository:
             )
             for row in (await self._conn.execute(statement)).all()
         ]
+
+    async def pending(self, created_before: datetime | None = None) -> list[str]:
+        waiting = select(outbox.c.id).where(
+            outbox.c.job_id == webhook_messages.c.id, outbox.c.published_at.is_(None)
+        )
+        statement = select(webhook_messages.c.id).where(
+            webhook_messages.c.status == WebhookStatus.PENDING.value, ~waiting.exists()
+        )
+        if created_before is not None:
+            statement = statement.where(webhook_messages.c.created_at < created_before)
+        return [row[0] for row in (await self._conn.execute(statement)).all()]
 
 
 def _message_from(values: Any) -> WebhookMessage:

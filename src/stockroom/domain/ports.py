@@ -299,6 +299,11 @@ class WebhookRepository(Protocol):
         """Newest first; `after` is the id of the previous page's last attempt."""
         ...
 
+    async def pending(self, created_before: datetime | None = None) -> list[str]:
+        """Ids of the messages still to deliver (created before `created_before` if given)
+        whose next attempt is not waiting in the outbox: their broker message was lost."""
+        ...
+
 
 class WebhookSender(Protocol):
     async def send(self, url: str, webhook_id: str, payload: bytes) -> DeliveryResult:

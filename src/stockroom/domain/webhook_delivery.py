@@ -88,6 +88,17 @@ async def deliver(
     return result
 
 
+async def requeue_pending(uow: UnitOfWork, created_before: datetime | None = None) -> int:
+    """Queue again, through the outbox, the webhooks still to deliver whose broker message
+    was lost (embedded mode's in-memory queue at a restart, a purged RabbitMQ queue). An
+    attempt sent twice is recorded once; receivers deduplicate by webhook-id."""
+    async with uow:
+        ids = await uow.webhooks.pending(created_before)
+        await uow.outbox.add_many(ids, DELIVER_WEBHOOK, WEBHOOKS_QUEUE, None)
+        await uow.commit()
+    return len(ids)
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryPage:
     items: list[WebhookAttempt]
