@@ -25,7 +25,7 @@ from stockroom.api import (
 )
 from stockroom.api.body_limit import BodySizeLimitMiddleware
 from stockroom.api.errors import install_error_handlers
-from stockroom.api.job_uploads import MULTIPART_SLACK
+from stockroom.api.forms import MULTIPART_SLACK
 from stockroom.api.media import MediaFiles
 from stockroom.api.middleware import RequestContextMiddleware
 from stockroom.bootstrap import Role, bootstrap

@@ -18,26 +18,23 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
 
 from stockroom.api.deps import CurrentUser, ReadUowDep, RequestId, ServicesDep, UowDep
+from stockroom.api.forms import READ_CHUNK, callback_field_problem, file_form, text_field, too_large
 from stockroom.api.idempotency import IdempotencyDep, answer
 from stockroom.api.webhooks import check_callback
 from stockroom.domain import imports
 from stockroom.domain.csv_import import CsvImportReader, ImportLimits, ParsedImport
-from stockroom.domain.errors import FieldError, InvalidInput, TooLarge, UnsupportedMediaType
+from stockroom.domain.errors import FieldError, InvalidInput
 from stockroom.domain.idempotency import fingerprint_of
 from stockroom.domain.models import Import
 from stockroom.domain.views import import_view
-from stockroom.domain.webhooks import callback_url_problem
 from stockroom.services import Services
 
 router = APIRouter(tags=["imports"])
 ImportId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 JSON = "application/json"
 OUTPUT_COLUMN = "Output Image URLs"
-_FORM_FIELD_BYTES = 16 * 1024  # `callback_url`
-_READ_CHUNK = 1024 * 1024
 _IMPORT_FORM = {
     "requestBody": {
         "required": True,
@@ -114,28 +111,23 @@ async def create_import(
     idempotency: IdempotencyDep,
 ) -> Response:
     settings = services.settings
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise UnsupportedMediaType(
-            "Send the CSV file as multipart/form-data, in a field named file."
-        )
     limits = ImportLimits(
         max_rows=settings.import_max_rows, max_urls_per_row=settings.import_max_urls_per_row
     )
-    try:
-        async with request.form(max_files=1, max_fields=1, max_part_size=_FORM_FIELD_BYTES) as form:
-            upload = form.get("file")
-            callback_url = _callback_url(form.get("callback_url"))
-            check_callback(services, callback_url)
-            if not isinstance(upload, UploadFile):
-                raise InvalidInput("Invalid input", [FieldError("file", "a CSV file is required")])
-            if upload.size is not None and upload.size > settings.import_max_bytes:
-                raise _too_large(settings.import_max_bytes)
-            # Off the event loop: checking 50 MB of CSV takes seconds of CPU.
-            parsed, digest = await run_in_threadpool(
-                _read_csv, upload.file, limits, settings.import_max_bytes
-            )
-    except MultiPartException as exc:
-        raise InvalidInput("Malformed form", [FieldError("body", exc.message)]) from exc
+    async with file_form(request, "the CSV file", max_fields=1) as form:
+        upload = form.get("file")
+        callback_url = text_field(form.get("callback_url"))
+        if problem := callback_field_problem(callback_url):
+            raise InvalidInput("Invalid input", [problem])
+        check_callback(services, callback_url)
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("Invalid input", [FieldError("file", "a CSV file is required")])
+        if upload.size is not None and upload.size > settings.import_max_bytes:
+            raise too_large(settings.import_max_bytes)
+        # Off the event loop: checking 50 MB of CSV takes seconds of CPU.
+        parsed, digest = await run_in_threadpool(
+            _read_csv, upload.file, limits, settings.import_max_bytes
+        )
     outcome = await imports.accept_import(
         uow,
         user,
@@ -149,34 +141,19 @@ async def create_import(
     return answer(outcome.response, replayed=outcome.replayed)
 
 
-def _callback_url(value: object) -> str | None:
-    if isinstance(value, UploadFile):
-        raise InvalidInput("Invalid input", [FieldError("body", "only `file` may be a file")])
-    if not value:
-        return None
-    url = str(value)
-    if problem := callback_url_problem(url):
-        raise InvalidInput("Invalid input", [FieldError("callback_url", problem)])
-    return url
-
-
 def _read_csv(file: IO[bytes], limits: ImportLimits, max_bytes: int) -> tuple[ParsedImport, str]:
     """Check the spooled file a chunk at a time (never read whole), and hash it for the
     Idempotency-Key; the file alone is held to `max_bytes` exactly."""
     reader = CsvImportReader(limits)
     digest = hashlib.sha256()
     size = 0
-    while chunk := file.read(_READ_CHUNK):
+    while chunk := file.read(READ_CHUNK):
         size += len(chunk)
         if size > max_bytes:
-            raise _too_large(max_bytes)
+            raise too_large(max_bytes)
         digest.update(chunk)
         reader.feed(chunk)
     return reader.finish(), digest.hexdigest()
-
-
-def _too_large(max_bytes: int) -> TooLarge:
-    return TooLarge(f"The file is larger than {max_bytes:,} bytes.")
 
 
 @router.get("/imports", response_model=ImportPage)

@@ -20,25 +20,21 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
 
 from stockroom.api.deps import CurrentUser, RequestId, ServicesDep, UowDep
 from stockroom.api.fields import CallbackUrl
+from stockroom.api.forms import READ_CHUNK, callback_field_problem, file_form, text_field, too_large
 from stockroom.api.idempotency import IdempotencyDep, answer
 from stockroom.api.jobs import JSON, JobAccepted, JobId, OperationsField, accepted, parse_operations
 from stockroom.api.webhooks import check_callback
 from stockroom.domain import jobs
-from stockroom.domain.errors import FieldError, InvalidInput, TooLarge, UnsupportedMediaType
+from stockroom.domain.errors import FieldError, InvalidInput, UnsupportedMediaType
 from stockroom.domain.idempotency import fingerprint_of
 from stockroom.domain.image_types import SNIFF_BYTES, sniff
 from stockroom.domain.models import ImageJob
 from stockroom.domain.operations import Operation, operations_to_json, parse_operations_text
-from stockroom.domain.webhooks import callback_url_problem
 
 router = APIRouter(tags=["jobs"])
-MULTIPART_SLACK = 64 * 1024  # the form's boundaries, headers and small fields
-_FORM_FIELD_BYTES = 16 * 1024  # `operations` and `callback_url`
-_READ_CHUNK = 1024 * 1024
 _UPLOAD_FORM = {
     "requestBody": {
         "required": True,
@@ -85,21 +81,13 @@ async def upload_job(
     idempotency: IdempotencyDep,
 ) -> Response:
     max_bytes = services.settings.max_image_bytes
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise UnsupportedMediaType("Send the file as multipart/form-data, in a field named file.")
-    try:
-        async with request.form(max_files=1, max_fields=2, max_part_size=_FORM_FIELD_BYTES) as form:
-            upload = form.get("file")
-            operations_text = form.get("operations")
-            callback_url = form.get("callback_url")
-            ops, callback = _form_fields(operations_text, callback_url)
-            check_callback(services, callback)
-            if not isinstance(upload, UploadFile):
-                raise InvalidInput("Invalid input", [FieldError("file", "a file is required")])
-            data, media_type = await _read_image(upload, max_bytes)
-    except MultiPartException as exc:
-        raise InvalidInput("Malformed form", [FieldError("body", exc.message)]) from exc
+    async with file_form(request, "the file", max_fields=2) as form:
+        upload = form.get("file")
+        ops, callback = _form_fields(form.get("operations"), form.get("callback_url"))
+        check_callback(services, callback)
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("Invalid input", [FieldError("file", "a file is required")])
+        data, media_type = await _read_image(upload, max_bytes)
     digest = hashlib.sha256(data).hexdigest()
     key = f"{jobs.UPLOADS_PREFIX}{digest}"
     await services.store.put(key, data, media_type)
@@ -131,18 +119,16 @@ router.add_api_route(
 def _form_fields(
     operations: object, callback_url: object
 ) -> tuple[tuple[Operation, ...], str | None]:
+    """Both fields checked, their problems in one 422."""
+    text, callback = text_field(operations), text_field(callback_url)
     errors: list[FieldError] = []
     ops: tuple[Operation, ...] = ()
-    if isinstance(operations, UploadFile) or isinstance(callback_url, UploadFile):
-        raise InvalidInput("Invalid input", [FieldError("body", "only `file` may be a file")])
-    if operations is not None:
-        try:
-            ops = parse_operations_text(str(operations))
-        except InvalidInput as exc:
-            errors.extend(exc.errors)
-    callback = str(callback_url) if callback_url else None
-    if callback is not None and (problem := callback_url_problem(callback)):
-        errors.append(FieldError("callback_url", problem))
+    try:
+        ops = parse_operations_text(text or "")
+    except InvalidInput as exc:
+        errors.extend(exc.errors)
+    if problem := callback_field_problem(callback):
+        errors.append(problem)
     if errors:
         raise InvalidInput("Invalid input", errors)
     return ops, callback
@@ -152,7 +138,7 @@ async def _read_image(upload: UploadFile, max_bytes: int) -> tuple[bytes, str]:
     """The file's bytes (at most `max_bytes`: it was spooled to disk while it streamed) and
     the media type its first bytes tell; 415 when they tell no image."""
     if upload.size is not None and upload.size > max_bytes:
-        raise TooLarge(f"The file is larger than {max_bytes:,} bytes.")
+        raise too_large(max_bytes)
     head = await upload.read(SNIFF_BYTES)
     media_type = sniff(head)
     if media_type is None:
@@ -161,10 +147,10 @@ async def _read_image(upload: UploadFile, max_bytes: int) -> tuple[bytes, str]:
         )
     chunks = [head]
     size = len(head)
-    while chunk := await upload.read(_READ_CHUNK):
+    while chunk := await upload.read(READ_CHUNK):
         size += len(chunk)
         if size > max_bytes:
-            raise TooLarge(f"The file is larger than {max_bytes:,} bytes.")
+            raise too_large(max_bytes)
         chunks.append(chunk)
     return b"".join(chunks), media_type
 
@@ -282,7 +268,7 @@ async def receive_upload(
     async for chunk in request.stream():
         data += chunk
         if len(data) > max_bytes:
-            raise TooLarge(f"The file is larger than {max_bytes:,} bytes.")
+            raise too_large(max_bytes)
     await services.store.put(job.source_key, bytes(data), job.upload_content_type)
     return Response(status_code=200)
 
