@@ -8,7 +8,7 @@ change, and recorded events reach the effects only once the change is visible.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -46,6 +46,7 @@ from stockroom.domain.ports import (
     ImageTally,
     OutputRow,
     ProductFields,
+    RunEffects,
 )
 from stockroom.domain.products import parse_sort_value
 from stockroom.domain.queries import (
@@ -106,7 +107,7 @@ class FakeDatabase:
     commits: int = 0
     # Every committed unit of work's events, in order; and what runs them, when given.
     events: list[DomainEvent] = field(default_factory=list)
-    effects: Callable[[Sequence[DomainEvent]], Awaitable[None]] | None = None
+    effects: RunEffects | None = None
 
     def uow(self) -> FakeUnitOfWork:
         return FakeUnitOfWork(self)

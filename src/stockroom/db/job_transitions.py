@@ -15,10 +15,9 @@ from datetime import UTC, datetime
 
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.image_jobs import job_from
-from stockroom.db.uow import Effects
 from stockroom.domain.events import DomainEvent, job_events, transition_events
 from stockroom.domain.models import ImageResult, ImageStatus, JobStatus, WebhookMessage
-from stockroom.domain.ports import StartedJob, UnitOfWorkFactory
+from stockroom.domain.ports import RunEffects, StartedJob, UnitOfWorkFactory
 from stockroom.domain.webhook_delivery import queue_webhook
 
 _UNFINISHED = f"('{JobStatus.QUEUED.value}', '{JobStatus.PROCESSING.value}')"
@@ -79,7 +78,7 @@ class AsyncpgJobTransitions:
         self,
         pool: LazyAsyncpgPool,
         with_webhooks: UnitOfWorkJobTransitions,
-        effects: Effects | None = None,
+        effects: RunEffects | None = None,
     ) -> None:
         self._pool = pool
         self._with_webhooks = with_webhooks

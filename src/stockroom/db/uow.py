@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from types import TracebackType
 
 import structlog
@@ -16,8 +16,7 @@ from stockroom.db.users import SqlIdempotencyRepository, SqlTokenRepository, Sql
 from stockroom.db.webhooks import SqlWebhookRepository
 from stockroom.domain.errors import DatabaseUnavailable
 from stockroom.domain.events import DomainEvent
-
-Effects = Callable[[Sequence[DomainEvent]], Awaitable[None]]
+from stockroom.domain.ports import RunEffects
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +37,7 @@ class SqlUnitOfWork:
         on_outbox_commit: Callable[[], None] | None = None,
         *,
         read_only: bool = False,
-        effects: Effects | None = None,
+        effects: RunEffects | None = None,
     ) -> None:
         self._engine = engine
         self._read_only = read_only

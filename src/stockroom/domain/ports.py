@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -29,6 +29,9 @@ from stockroom.domain.models import (
 )
 from stockroom.domain.queries import IdempotencyRecord, NewProduct, ProductPatch, ProductQuery
 from stockroom.domain.webhooks import DeliveryResult
+
+RunEffects = Callable[[Sequence[DomainEvent]], Awaitable[None]]
+"""What runs a committed write's events (`domain/effects.py` `Effects`)."""
 
 
 class ImageStore(Protocol):
