@@ -321,6 +321,8 @@ async def test_what_cannot_be_told_at_submission_fails_as_not_an_image(
         ({"content_type": "text/plain"}, 415),
         ({"bytes": MAX_BYTES + 1}, 413),
         ({"bytes": 0}, 422),
+        ({"bytes": True}, 422),
+        ({"bytes": "12"}, 422),
         ({"operations": [{"op": "rotate", "degrees": "x"}]}, 422),
     ],
 )

@@ -162,7 +162,8 @@ class UploadUrlRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     content_type: Annotated[str, Field(min_length=1, max_length=64)]
-    bytes: Annotated[int, Field(ge=1, le=2**53 - 1)]  # JSON-safe; over the limit is a 413
+    # Strict: `true` is not a size. JSON-safe bound; over the limit is a 413.
+    bytes: Annotated[int, Field(strict=True, ge=1, le=2**53 - 1)]
     operations: OperationsField = None
     callback_url: CallbackUrl | None = None
 
