@@ -23,7 +23,6 @@ served on 127.0.0.1 by `benchmarks/origin.py`. Default settings (batches of 500 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import csv
 import hashlib
@@ -35,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -51,7 +50,8 @@ from benchmarks.corpus import Corpus, load_or_build
 from benchmarks.load import CpuWatch, busy_cores, cpu_note, pids_named, process_tree
 from benchmarks.rss import RssSampler
 from benchmarks.seed import recreate_database
-from benchmarks.servers import free_port, stop, wait_healthy
+from benchmarks.servers import free_port, production_env, stop, wait_healthy
+from benchmarks.system import clear_redis_prefix, rabbitmq_vhost, start_process
 
 DB_NAME = "stockroom_bench_imports"
 DSN = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
@@ -59,6 +59,7 @@ DATABASE_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DB_NAME}"
 VHOST = "stockroom_bench_imports"
 BROKER_URL = f"amqp://guest:guest@127.0.0.1:5672/{VHOST}"
 REDIS_URL = "redis://127.0.0.1:6379/15"  # db 15 only: db 0 belongs to others
+KEY_PREFIX = "bench-imports:"
 MEDIA_DIR = RESULTS_DIR / "imports-media"
 WORKER_PROCESSES = 2
 USERS = 16
@@ -137,20 +138,6 @@ class System:
         return self.tokens[self.used - 1]
 
 
-@contextlib.contextmanager
-def rabbitmq_vhost() -> Iterator[None]:
-    def ctl(*args: str, check: bool = True) -> None:
-        subprocess.run(["rabbitmqctl", *args], check=check, capture_output=True, timeout=60)
-
-    ctl("delete_vhost", VHOST, check=False)
-    ctl("add_vhost", VHOST)
-    try:
-        ctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
-        yield
-    finally:
-        ctl("delete_vhost", VHOST, check=False)
-
-
 async def prepare_database() -> list[tuple[int, str]]:
     """Drop, create and migrate the database; USERS users with a token each."""
     from stockroom.db.migrate import upgrade
@@ -179,51 +166,37 @@ async def prepare_database() -> list[tuple[int, str]]:
     return users
 
 
-def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
 @contextlib.asynccontextmanager
 async def running_system(corpus: Corpus, tokens: list[tuple[int, str]]) -> AsyncIterator[System]:
     bin_dir = Path(sys.executable).parent
     if MEDIA_DIR.exists():
         shutil.rmtree(MEDIA_DIR)
     MEDIA_DIR.mkdir(parents=True)
-    from redis import Redis
-
-    redis = Redis.from_url(REDIS_URL)
-    try:
-        redis.flushdb()
-    finally:
-        redis.close()
+    # Our keys only: other benchmarks may be using db 15 meanwhile.
+    await asyncio.to_thread(clear_redis_prefix, KEY_PREFIX)
     api_port, files_port = free_port(), free_port()
-    env = dict(os.environ)
-    env.update(
+    env = production_env(
         STOCKROOM_DATABASE_URL=DATABASE_URL,
         STOCKROOM_BROKER_URL=BROKER_URL,
         STOCKROOM_CACHE_URL=REDIS_URL,
+        STOCKROOM_CACHE_KEY_PREFIX=KEY_PREFIX,
         STOCKROOM_STORAGE_URL=f"file://{MEDIA_DIR.resolve()}",
         STOCKROOM_PUBLIC_BASE_URL=f"http://127.0.0.1:{api_port}",
         STOCKROOM_ALLOW_PRIVATE_NETWORKS="true",
-        STOCKROOM_ENVIRONMENT="production",
-        STOCKROOM_LOG_LEVEL="WARNING",
-        STOCKROOM_WEBHOOK_SECRET="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
-        STOCKROOM_RATE_LIMIT_WRITES_PER_MINUTE="1000000000",
         VIPS_CONCURRENCY=os.environ.get("BENCH_WORKER_VIPS_CONCURRENCY", "1"),
     )
     logs = {name: RESULTS_DIR / f"imports-{name}.log" for name in ("files", "api", "worker")}
-    files = _start(
+    files = start_process(
         [sys.executable, "-m", "benchmarks.origin", str(files_port), str(corpus.directory)],
         env,
         logs["files"],
     )
-    api = _start(
+    api = start_process(
         [str(bin_dir / "stockroom"), "serve", "--host", "127.0.0.1", "--port", str(api_port)],
         env,
         logs["api"],
     )
-    worker = _start(
+    worker = start_process(
         [str(bin_dir / "stockroom"), "worker", "--queues", "imports",
          "--processes", str(WORKER_PROCESSES)],
         env, logs["worker"],
@@ -371,7 +344,7 @@ class ImportsBenchmark:
         big_rows, big_description = (20_000, 440) if quick else (100_000, 440)
         image_rows = len(corpus.images) if quick else 1_000
         tokens = await prepare_database()
-        with rabbitmq_vhost():
+        with rabbitmq_vhost(VHOST):
             async with running_system(corpus, tokens) as system:
                 _log("warming up (a small import with images)...")
                 await self._images(system, corpus, 20)

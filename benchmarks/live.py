@@ -27,7 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from benchmarks.live_report import Figures, report, warnings_in
 from benchmarks.load import Wrk, busy_cores, pids_named, process_tree
 from benchmarks.seed import recreate_database
 from benchmarks.servers import free_port, production_env, serving
+from benchmarks.system import clear_redis_prefix, rabbitmq_vhost
 from stockroom.domain.users import hash_token, new_token_secret
 
 DB_NAME = "stockroom_bench_live"
@@ -77,34 +78,6 @@ class Sizes:
 
 FULL = Sizes(events=1000, warm=50, rounds=3, wrk_seconds=10, wrk_warmup=2, deliveries=6000)
 QUICK = Sizes(events=200, warm=20, rounds=2, wrk_seconds=3, wrk_warmup=1, deliveries=1000)
-
-
-def _rabbitmqctl(*args: str, check: bool = True) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=check, capture_output=True, timeout=60)
-
-
-@contextlib.contextmanager
-def rabbitmq_vhost() -> Iterator[None]:
-    """A vhost of this section's own (the API's relay needs a broker); deleted on exit."""
-    _rabbitmqctl("delete_vhost", VHOST, check=False)
-    _rabbitmqctl("add_vhost", VHOST)
-    try:
-        _rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
-        yield
-    finally:
-        _rabbitmqctl("delete_vhost", VHOST, check=False)
-
-
-def clear_redis_prefix() -> None:
-    """Our keys in db 15 only: others may be using the same db meanwhile."""
-    from redis import Redis
-
-    client = Redis.from_url(REDIS_URL)
-    try:
-        for key in client.scan_iter(match=f"{KEY_PREFIX}*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
 
 
 def environment() -> dict[str, str]:
@@ -224,12 +197,12 @@ class LiveBenchmark:
             shutil.rmtree(MEDIA_DIR)
         MEDIA_DIR.mkdir(parents=True)
         env = environment()
-        with rabbitmq_vhost():
-            await asyncio.to_thread(clear_redis_prefix)
+        with rabbitmq_vhost(VHOST):
+            await asyncio.to_thread(clear_redis_prefix, KEY_PREFIX)
             try:
                 figures = await self._measure(env, sizes, result)
             finally:
-                await asyncio.to_thread(clear_redis_prefix)
+                await asyncio.to_thread(clear_redis_prefix, KEY_PREFIX)
         figures.warnings = warnings_in({name: api_log(name) for name in ("a", "b")})
         _log(f"(c) webhooks: {sizes.rounds} x {sizes.deliveries} deliveries of each kind")
         async with webhooks.receiver(RESULTS_DIR / "live-receiver.log") as (url, receiver):

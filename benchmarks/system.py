@@ -8,7 +8,6 @@ processes: one keeps connections alive, one closes every connection (HTTP/1.0 st
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
@@ -32,7 +31,7 @@ from benchmarks import RESULTS_DIR
 from benchmarks.corpus import Corpus
 from benchmarks.load import pids_named, process_tree
 from benchmarks.seed import recreate_database
-from benchmarks.servers import free_port, stop, wait_healthy
+from benchmarks.servers import free_port, production_env, stop, wait_healthy
 
 DB_NAME = "stockroom_bench_pipeline"
 DSN = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
@@ -163,7 +162,7 @@ class System:
     async def restart_worker(self, **overrides: str) -> None:
         """Stop the workers and start them again with these environment overrides."""
         stop(self.worker, timeout=30)
-        self.worker = _start(self.worker_command, {**self.worker_env, **overrides},
+        self.worker = start_process(self.worker_command, {**self.worker_env, **overrides},
                              self.logs["worker"], append=True)  # fmt: skip
         await self.wait_workers()
 
@@ -173,15 +172,15 @@ def _rabbitmqctl(*args: str, check: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def rabbitmq_vhost() -> Iterator[None]:
-    """A vhost of our own, so no other user's queue is touched; deleted on exit."""
-    _rabbitmqctl("delete_vhost", VHOST, check=False)
-    _rabbitmqctl("add_vhost", VHOST)
+def rabbitmq_vhost(vhost: str = VHOST) -> Iterator[None]:
+    """A vhost of a section's own, so no other user's queue is touched; deleted on exit."""
+    _rabbitmqctl("delete_vhost", vhost, check=False)
+    _rabbitmqctl("add_vhost", vhost)
     try:
-        _rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         yield
     finally:
-        _rabbitmqctl("delete_vhost", VHOST, check=False)
+        _rabbitmqctl("delete_vhost", vhost, check=False)
 
 
 async def prepare_database() -> str:
@@ -208,7 +207,7 @@ async def prepare_database() -> str:
     return token
 
 
-def _clear_redis_prefix(prefix: str) -> None:
+def clear_redis_prefix(prefix: str) -> None:
     """Delete our keys in db 15: other benchmarks may be using the same db meanwhile."""
     from redis import Redis
 
@@ -220,7 +219,7 @@ def _clear_redis_prefix(prefix: str) -> None:
         client.close()
 
 
-def _start(
+def start_process(
     command: list[str], env: dict[str, str], log: Path, *, append: bool = False
 ) -> subprocess.Popen[bytes]:
     with log.open("ab" if append else "wb") as out:
@@ -235,10 +234,9 @@ async def running_system(corpus: Corpus, token: str, prefix: str) -> AsyncIterat
         shutil.rmtree(MEDIA_DIR)
     MEDIA_DIR.mkdir(parents=True)
     cache_prefix = f"bench-{prefix}:"
-    await asyncio.to_thread(_clear_redis_prefix, cache_prefix)
+    await asyncio.to_thread(clear_redis_prefix, cache_prefix)
     api_port, files_port, closing_port = free_port(), free_port(), free_port()
-    env = dict(os.environ)
-    env.update(
+    env = production_env(
         STOCKROOM_DATABASE_URL=DATABASE_URL,
         STOCKROOM_BROKER_URL=BROKER_URL,
         STOCKROOM_CACHE_URL=REDIS_URL,
@@ -246,11 +244,6 @@ async def running_system(corpus: Corpus, token: str, prefix: str) -> AsyncIterat
         STOCKROOM_STORAGE_URL=f"file://{MEDIA_DIR.resolve()}",
         STOCKROOM_PUBLIC_BASE_URL=f"http://127.0.0.1:{api_port}",
         STOCKROOM_ALLOW_PRIVATE_NETWORKS="true",
-        STOCKROOM_ENVIRONMENT="production",
-        STOCKROOM_LOG_LEVEL="WARNING",
-        STOCKROOM_WEBHOOK_SECRET="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
-        # One user posts hundreds of products a minute here: counted, never refused.
-        STOCKROOM_RATE_LIMIT_WRITES_PER_MINUTE="1000000000",
         VIPS_CONCURRENCY=os.environ.get("BENCH_WORKER_VIPS_CONCURRENCY", "1"),
     )
     logs = {
@@ -260,11 +253,11 @@ async def running_system(corpus: Corpus, token: str, prefix: str) -> AsyncIterat
     }
     origin = [sys.executable, "-m", "benchmarks.origin"]
     files = [
-        _start([*origin, str(files_port), str(corpus.directory)], env, logs["files"]),
-        _start([*origin, str(closing_port), str(corpus.directory)],
+        start_process([*origin, str(files_port), str(corpus.directory)], env, logs["files"]),
+        start_process([*origin, str(closing_port), str(corpus.directory)],
                {**env, "BENCH_ORIGIN_KEEPALIVE": "0"}, logs["files"], append=True),
     ]  # fmt: skip
-    api = _start(
+    api = start_process(
         [str(bin_dir / "stockroom"), "serve", "--host", "127.0.0.1", "--port", str(api_port)],
         env,
         logs["api"],
@@ -278,7 +271,7 @@ async def running_system(corpus: Corpus, token: str, prefix: str) -> AsyncIterat
         "--processes", str(WORKER_PROCESSES), *(["--threads", threads] if threads else []),
     ]  # fmt: skip
     worker_env = {**env, "STOCKROOM_LOG_LEVEL": "INFO"}
-    worker = _start(worker_command, worker_env, logs["worker"])
+    worker = start_process(worker_command, worker_env, logs["worker"])
     db = await asyncpg.connect(DSN)
     api_url = f"http://127.0.0.1:{api_port}"
     http = httpx.AsyncClient(
