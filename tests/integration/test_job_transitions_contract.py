@@ -5,6 +5,7 @@ through every case the pipeline meets; a database it cannot reach is DatabaseUna
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +23,7 @@ from stockroom.db.job_transitions import AsyncpgJobTransitions, UnitOfWorkJobTra
 from stockroom.db.tables import image_jobs, product_images, products
 from stockroom.domain import users
 from stockroom.domain.errors import DatabaseUnavailable
+from stockroom.domain.events import DomainEvent, ImageChanged, JobChanged
 from stockroom.domain.image_jobs import IMAGES_QUEUE, new_job_id
 from stockroom.domain.models import ImageJob, ImageResult, JobKind, JobStatus
 from stockroom.domain.ports import JobTransitions, StartedJob
@@ -191,6 +193,34 @@ async def test_one_statement_each_writes_and_returns_what_the_unit_of_work_does(
         ("ready", RESULT.output_url)
     ]  # images 1 and 2 were deleted
     assert state["product_touched"]
+
+
+async def test_the_events_carry_the_rows_the_live_status_would_read(
+    pg_services: Services, postgres_url: str
+) -> None:
+    """The statements return the job and image rows as they left them; the live status
+    publishes those instead of reading them, so each must equal a read made right then."""
+    pairs: list[tuple[object, object]] = []
+
+    async def compare(events: Sequence[DomainEvent]) -> None:
+        for event in events:
+            if isinstance(event, JobChanged):
+                pairs.append((event.seen, await pg_services.lookups.job(event.job_id)))
+            elif isinstance(event, ImageChanged):
+                read = await pg_services.lookups.image(event.product_id, event.image_id)
+                pairs.append((event.seen, read))
+
+    pool = LazyAsyncpgPool(postgres_url, 2)
+    transitions = AsyncpgJobTransitions(pool, UnitOfWorkJobTransitions(pg_services.uow), compare)
+    s = await scene(pg_services, "seen")
+    try:
+        await play(pg_services, transitions, s)
+    finally:
+        await pool.close()
+    assert len(pairs) == 7  # 3 image starts, 1 image success, start and success standalone, 1 gone
+    for seen, read in pairs:
+        assert seen is not None
+        assert seen == read
 
 
 async def test_an_unreachable_database_is_database_unavailable() -> None:

@@ -13,14 +13,31 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import asyncpg
+
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.image_jobs import job_from
+from stockroom.db.products import IMAGE_RETURNING, image_from_prefixed
 from stockroom.domain.events import DomainEvent, job_events, transition_events
-from stockroom.domain.models import ImageResult, ImageStatus, JobStatus, WebhookMessage
+from stockroom.domain.models import (
+    ImageJob,
+    ImageResult,
+    ImageStatus,
+    JobStatus,
+    OwnedImage,
+    WebhookMessage,
+)
 from stockroom.domain.ports import RunEffects, StartedJob, UnitOfWorkFactory
 from stockroom.domain.webhook_delivery import queue_webhook
 
 _UNFINISHED = f"('{JobStatus.QUEUED.value}', '{JobStatus.PROCESSING.value}')"
+
+# Each statement returns the rows as it left them (the job's columns, the image's as `img_`
+# columns, the product's id and owner): its live-status events carry them, read nothing.
+_CHANGED = """
+SELECT job.*, product.id AS touched_product_id, product.user_id AS owner_id, image.*
+FROM job LEFT JOIN image ON true LEFT JOIN product ON true
+"""
 
 # $1 job id, $2 now. Locks the job row, then the image row, then the product row: the order
 # of the unit of work's path.
@@ -35,16 +52,15 @@ WITH job AS (
     SET status = '{ImageStatus.PROCESSING.value}', error = NULL, error_code = NULL,
         updated_at = $2
     WHERE id = (SELECT product_image_id FROM job)
-    RETURNING product_id
+    RETURNING product_id AS img_product_id, {IMAGE_RETURNING}
 ), product AS (
     UPDATE products SET updated_at = $2
-    WHERE id = (SELECT product_id FROM image)
-    RETURNING id
+    WHERE id = (SELECT img_product_id FROM image)
+    RETURNING id, user_id
 )
-SELECT job.*, (SELECT id FROM product) AS touched_product_id FROM job
-"""  # noqa: S608 (the only interpolations are our enums' constant values)
+{_CHANGED}"""  # noqa: S608 (the only interpolations are our enums' constant values)
 
-# $1 job id, $2 now, $3 product image id (or NULL), $4.. the result.
+# $1 job id, $2 now, $3 product image id (or NULL), $4.. the result. No row: not written.
 _SUCCEED = f"""
 WITH job AS (
     UPDATE image_jobs
@@ -52,21 +68,33 @@ WITH job AS (
         width = $6, height = $7, bytes_in = $8, bytes_out = $9,
         error = NULL, error_code = NULL, finished_at = $2
     WHERE id = $1 AND status IN {_UNFINISHED}
-    RETURNING id
+    RETURNING *
 ), image AS (
     UPDATE product_images
     SET status = '{ImageStatus.READY.value}', compressed_url = $5, output_key = $4,
         width = $6, height = $7, bytes_in = $8, bytes_out = $9,
         error = NULL, error_code = NULL, updated_at = $2
     WHERE id = $3 AND EXISTS (SELECT 1 FROM job)
-    RETURNING product_id
+    RETURNING product_id AS img_product_id, {IMAGE_RETURNING}
 ), product AS (
     UPDATE products SET updated_at = $2
-    WHERE id = (SELECT product_id FROM image)
-    RETURNING id
+    WHERE id = (SELECT img_product_id FROM image)
+    RETURNING id, user_id
 )
-SELECT EXISTS (SELECT 1 FROM job) AS written, (SELECT id FROM product) AS touched_product_id
-"""  # noqa: S608 (the only interpolations are our enums' constant values)
+{_CHANGED}"""  # noqa: S608 (the only interpolations are our enums' constant values)
+
+
+def _changed(
+    row: asyncpg.Record, image_id: int | None
+) -> tuple[ImageJob, int | None, list[DomainEvent]]:
+    """The job, the product touched and the events of a transition on `image_id`."""
+    job = job_from(row)
+    product_id = row["touched_product_id"]
+    image = None
+    if product_id is not None:
+        image = OwnedImage(row["owner_id"], image_from_prefixed(row))
+    events = transition_events(job.id, image_id, product_id, job=job, image=image)
+    return job, product_id, events
 
 
 class AsyncpgJobTransitions:
@@ -88,9 +116,9 @@ class AsyncpgJobTransitions:
         row = await self._pool.fetchrow(_START, job_id, datetime.now(UTC))
         if row is None:
             return None
-        started = StartedJob(job_from(row), row["touched_product_id"])
-        await self._announce(job_events(started.job, started.product_id))
-        return started
+        job, product_id, events = _changed(row, row["product_image_id"])
+        await self._announce(events)
+        return StartedJob(job, product_id)
 
     async def _announce(self, events: list[DomainEvent]) -> None:
         if events and self._effects is not None:
@@ -117,11 +145,11 @@ class AsyncpgJobTransitions:
             result.bytes_in,
             result.bytes_out,
         )
-        assert row is not None  # the outer SELECT always returns one row
-        written, product_id = bool(row["written"]), row["touched_product_id"]
-        if written:
-            await self._announce(transition_events(job_id, product_image_id, product_id))
-        return written, product_id
+        if row is None:
+            return False, None
+        _job, product_id, events = _changed(row, product_image_id)
+        await self._announce(events)
+        return True, product_id
 
 
 class UnitOfWorkJobTransitions:

@@ -14,8 +14,8 @@ from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.image_jobs import job_from
 from stockroom.db.products import image_from_prefixed, product_from
 from stockroom.db.users import user_from
-from stockroom.domain.models import ImageJob, Product, User
-from stockroom.domain.ports import OwnedImage, UnitOfWorkFactory
+from stockroom.domain.models import ImageJob, OwnedImage, Product, User
+from stockroom.domain.ports import UnitOfWorkFactory
 
 # The columns and order of db/products.py's _GET_PRODUCT: one row per image (or one with
 # NULL img_ columns for a product without images), images by position then id.

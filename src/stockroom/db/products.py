@@ -32,6 +32,8 @@ _IMAGE_COLUMNS = [
     product_images.c.error,
     product_images.c.error_code,
 ]
+# An UPDATE's RETURNING list of an image row in the `img_` columns `image_from_prefixed` reads.
+IMAGE_RETURNING = ", ".join(f"{c.name} AS img_{c.name}" for c in _IMAGE_COLUMNS)
 # Built once: constructing a select costs more Python than executing a cached one.
 _GET_PRODUCT = (
     select(products, *[c.label(f"img_{c.name}") for c in _IMAGE_COLUMNS])

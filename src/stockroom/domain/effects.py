@@ -26,7 +26,7 @@ from stockroom.domain.events import (
     TokenRevoked,
 )
 from stockroom.domain.live import EventKind, LiveEvent, LiveHub
-from stockroom.domain.models import JobKind
+from stockroom.domain.models import ImageJob, JobKind, OwnedImage
 from stockroom.domain.ports import (
     ImageStore,
     Lookups,
@@ -65,10 +65,10 @@ class Effects:
                 await self.token_cache.invalidate(token_hash)
             case OutputsReleased(keys):
                 await self._remove_unused(keys)
-            case JobChanged(job_id):
-                await self._job(job_id)
-            case ImageChanged(product_id, image_id):
-                await self._image(product_id, image_id)
+            case JobChanged(job_id, seen):
+                await self._job(job_id, seen)
+            case ImageChanged(product_id, image_id, seen):
+                await self._image(product_id, image_id, seen)
             case ImportChanged(import_id):
                 await self._import(import_id)
 
@@ -84,13 +84,13 @@ class Effects:
         except Unavailable:
             log.warning("products.output_cleanup_failed", keys=len(unused))
 
-    async def _job(self, job_id: str) -> None:
-        job = await self.lookups.job(job_id)
+    async def _job(self, job_id: str, seen: ImageJob | None) -> None:
+        job = seen if seen is not None else await self.lookups.job(job_id)
         if job is not None and job.kind is JobKind.STANDALONE:
             await self._publish(job.user_id, "job", job_view(job))
 
-    async def _image(self, product_id: int, image_id: int) -> None:
-        found = await self.lookups.image(product_id, image_id)
+    async def _image(self, product_id: int, image_id: int, seen: OwnedImage | None) -> None:
+        found = seen if seen is not None else await self.lookups.image(product_id, image_id)
         if found is not None:
             image = found.image
             view = image_view(image) | {"product_id": product_id, "position": image.position}

@@ -9,9 +9,9 @@ not an event: it is an outbox row written in the same transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from stockroom.domain.models import ImageJob, JobKind
+from stockroom.domain.models import ImageJob, JobKind, OwnedImage
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,9 @@ class JobChanged:
     """A standalone job's status changed (live status: `event: job`)."""
 
     job_id: str
+    # The job as the write left it, when the write's own statement returned it: the live
+    # status then publishes it without a read of its own. Not part of the event's identity.
+    seen: ImageJob | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,7 @@ class ImageChanged:
 
     product_id: int
     image_id: int
+    seen: OwnedImage | None = field(default=None, compare=False)  # as JobChanged's
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +75,19 @@ def job_events(job: ImageJob, product_id: int | None) -> list[DomainEvent]:
 
 
 def transition_events(
-    job_id: str, product_image_id: int | None, product_id: int | None
+    job_id: str,
+    product_image_id: int | None,
+    product_id: int | None,
+    *,
+    job: ImageJob | None = None,
+    image: OwnedImage | None = None,
 ) -> list[DomainEvent]:
     """`job_events` from a transition's ids alone: a job without an image row is
-    standalone, or a product image's whose row is gone (the effect reads it and skips it)."""
+    standalone, or a product image's whose row is gone (the effect reads it and skips it).
+    `job` and `image`: the rows as the transition left them, when its statement returned
+    them (the events carry them, and the live status reads nothing)."""
     if product_image_id is None:
-        return [JobChanged(job_id)]
+        return [JobChanged(job_id, job)]
     if product_id is None:
         return []  # the image row is gone: nothing a client can see changed
-    return [ProductChanged(product_id), ImageChanged(product_id, product_image_id)]
+    return [ProductChanged(product_id), ImageChanged(product_id, product_image_id, image)]

@@ -57,6 +57,14 @@ class ProductImage:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnedImage:
+    """A product image with its product's owner (whose live status it belongs to)."""
+
+    user_id: int
+    image: ProductImage
+
+
+@dataclass(frozen=True, slots=True)
 class Product:
     id: int
     user_id: int

@@ -20,8 +20,8 @@ from stockroom.domain.models import (
     ImportStatus,
     JobStatus,
     OutboxMessage,
+    OwnedImage,
     Product,
-    ProductImage,
     User,
     WebhookAttempt,
     WebhookMessage,
@@ -528,12 +528,6 @@ class UnitOfWork(Protocol):
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
-
-
-@dataclass(frozen=True, slots=True)
-class OwnedImage:
-    user_id: int
-    image: ProductImage
 
 
 class Lookups(Protocol):
