@@ -116,7 +116,7 @@ async def _produce(
             max_pixels=settings.max_image_pixels,
         ),
     )
-    key = content_key(source, ops, processed.extension, jpeg_quality=settings.jpeg_quality)
+    key = content_key(processed.data, processed.extension)
     try:
         url = await ctx.store.put(key, processed.data, processed.content_type)
     except Unavailable as exc:
