@@ -15,7 +15,6 @@ from stockroom.domain.operations import (
     Rotate,
     parse_operations_text,
 )
-from stockroom.pipeline.content_address import content_key
 from stockroom.pipeline.operations import ProcessedImage, process
 from tests.support.images import huge_header_png, photo_bytes, photo_like, truncated
 
@@ -208,20 +207,6 @@ def test_operations_may_not_grow_the_image_past_the_pixel_limit() -> None:
         run(photo_bytes(100, 100), [ForceResize(2000, 2000)], max_pixels=1_000_000)
 
 
-def test_content_key_depends_on_source_and_recipe_only() -> None:
-    source = photo_bytes(64, 64)
-    key = content_key(source, [Rotate(90)], "jpg", jpeg_quality=50)
-    assert key == content_key(source, (Rotate(90.0),), "jpg", jpeg_quality=50)
-    assert key.startswith("img/")
-    assert key.endswith(".jpg")
-    assert key != content_key(source, [Rotate(180)], "jpg", jpeg_quality=50)
-    assert key != content_key(source + b"\0", [Rotate(90)], "jpg", jpeg_quality=50)
-    assert key != content_key(source, [Rotate(90)], "jpg", jpeg_quality=60)
-    assert content_key(source, None, "jpg", jpeg_quality=50) == content_key(
-        source, [], "jpg", jpeg_quality=50
-    )
-
-
 @pytest.mark.parametrize("fmt", ["webp", "avif", "gif", "tiff"])
 def test_other_source_formats_become_8_bit_srgb_jpeg(fmt: str) -> None:
     result = run(photo_bytes(300, 200, fmt))  # type: ignore[arg-type]
@@ -252,3 +237,61 @@ def test_turns_of_real_size_photos_read_the_source_as_they_need(
 
     assert out.width > 0
     assert decoded(out).avg() > 0  # every pixel decoded
+
+
+def test_a_turned_canvas_over_the_limit_passes_when_source_and_output_fit() -> None:
+    """The 45-degree canvas of a 1000x800 photo is 1.62 MP, but it is never made: only the
+    0.8 MP source is decoded and the 0.81 MP output produced."""
+    ops: list[Operation] = [Rotate(45), ForceResize(900, 900)]
+
+    image = decoded(run(photo_bytes(1000, 800, "png"), ops, max_pixels=1_000_000))
+
+    assert (image.width, image.height) == (900, 900)
+    assert image.getpoint(0, 0)[3] == 0  # transparent corners, as from the turned canvas
+
+
+def test_the_output_of_a_free_turn_is_still_held_to_the_limit() -> None:
+    with pytest.raises(TooManyPixels):
+        run(photo_bytes(1000, 800, "png"), [Rotate(45)], max_pixels=1_000_000)
+
+
+def test_turns_that_cancel_out_give_back_the_source_pixels() -> None:
+    """One map from source to output: no resampling twice, no half-pixel drift (at this size
+    the source lands on whole pixels of the canvas)."""
+    source = photo_like(1600, 1200).copy_memory()
+    ops: list[Operation] = [Rotate(10), Rotate(-10), Convert("png")]
+
+    image = decoded(run(bytes(source.pngsave_buffer()), ops))
+
+    left, top = (image.width - 1600) // 2, (image.height - 1200) // 2
+    middle = image.crop(left + 50, top + 50, 1500, 1100)[0:3].cast("int")
+    assert (middle - source.crop(50, 50, 1500, 1100).cast("int")).abs().max() <= 1
+
+
+@pytest.mark.parametrize(("width", "height"), [(600, 40), (40, 600), (300, 300), (700, 500)])
+def test_a_force_resize_after_a_turn_is_the_turned_photo_resized(width: int, height: int) -> None:
+    """Same size and, up to interpolation, the same pixels as libvips turning the whole
+    canvas and then resizing it (squashed axes are reduced, not point-sampled)."""
+    source = photo_like(800, 600).copy_memory()
+    ops: list[Operation] = [Rotate(33), ForceResize(width, height), Convert("png")]
+
+    image = decoded(run(bytes(source.pngsave_buffer()), ops))
+
+    turned = source.bandjoin(255).copy(interpretation="srgb").rotate(33, background=[0] * 4)
+    expected = turned.thumbnail_image(width, height=height, size="force")
+    assert (image.width, image.height) == (width, height)
+    opaque = (image[3] == 255) & (expected[3] == 255)
+    difference = (image[0:3].cast("int") - expected[0:3].cast("int")).abs().bandmean()
+    assert (difference * (opaque / 255)).avg() / (opaque / 255).avg() < 3
+
+
+def test_a_free_turn_to_avif_keeps_transparent_corners() -> None:
+    ops: list[Operation] = [Rotate(33), ForceResize(300, 300), Convert("avif")]
+
+    result = run(photo_bytes(800, 600), ops)
+
+    image = decoded(result)
+    assert result.content_type == "image/avif"
+    assert image.hasalpha()
+    assert image.getpoint(0, 0)[3] < 8
+    assert image.getpoint(150, 150)[3] > 247

@@ -76,3 +76,19 @@ def test_the_default_pipeline_loads_once_with_shrink_on_load(calls: Counter[str]
 
     assert calls["thumbnail_buffer"] == 1
     assert calls["new_from_buffer"] == 1  # the header look
+
+
+def test_a_free_turn_then_a_shrink_loads_the_source_shrunk(calls: Counter[str]) -> None:
+    """The turn and the resize after it are one map, so the shrink happens on load."""
+    source = photo_bytes(1600, 1200, "jpeg")
+    calls.clear()
+
+    out = process(
+        source, parse_operations_text("rotate,33;force_resize,300x200;convert,avif"),
+        jpeg_quality=50, max_pixels=50_000_000,
+    )  # fmt: skip
+
+    assert calls["thumbnail_buffer"] == 1
+    assert calls["new_from_buffer"] == 1  # the header look
+    assert calls["heifsave_buffer"] == 1
+    assert (out.width, out.height) == (300, 200)

@@ -9,6 +9,7 @@ multi-page GIF, TIFF or HEIF is ever loaded: nothing here passes `n` or `page`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -25,6 +26,7 @@ from stockroom.domain.operations import (
     Resize,
     Rotate,
 )
+from stockroom.pipeline.geometry import Placement, compose, has_free_angle, place
 from stockroom.pipeline.metadata import strip_metadata
 
 DEFAULT_BOX = 2048
@@ -171,7 +173,47 @@ def _explicit_pipeline(
 ) -> ProcessedImage:
     """Apply `ops` in order to the EXIF-oriented image; the output keeps the source's format
     when we serve it (else JPEG, or PNG when transparent) unless a `convert` says otherwise."""
-    first, rest = ops[0], list(ops[1:])
+    placement: Placement | None = None
+    if has_free_angle(ops):
+        placement = place(*_oriented_size(source), ops)
+        _check_size(placement.width, placement.height, max_pixels)
+        image, placement = _load_for_placement(source, placement)
+        rest: list[Operation] = [op for op in ops if isinstance(op, Convert | Compress)]
+    else:
+        image, rest = _load_for_turns(source, ops)
+    _check_size(image.width, image.height, max_pixels)
+    if source.has_icc:
+        image = image.icc_transform("srgb")
+    image = _to_srgb(image)
+    fmt: ImageFormat = "jpeg"
+    if source.format in _MEDIA:
+        fmt = cast(ImageFormat, source.format)
+    elif image.hasalpha():
+        fmt = "png"
+    if placement is not None:
+        image = _place(image, placement)
+    for op in rest:
+        if isinstance(op, Rotate):
+            image = _turn(image, op.degrees)
+        elif isinstance(op, Resize):
+            image = image.thumbnail_image(op.width, height=op.height, size="down")
+        elif isinstance(op, ForceResize):
+            image = image.thumbnail_image(op.width, height=op.height, size="force")
+        elif isinstance(op, Convert):
+            fmt = op.format
+        elif isinstance(op, Compress):
+            quality = op.quality
+        # Here each canvas is computed (resized from the one before), so each is guarded.
+        _check_size(image.width, image.height, max_pixels)
+    return _encode(image, fmt, quality)
+
+
+def _load_for_turns(
+    source: _Source, ops: Sequence[Operation]
+) -> tuple[pyvips.Image, list[Operation]]:
+    """The source for a chain of exact turns and resizes, shrunk on load when the chain
+    starts with a resize; and the operations still to apply."""
+    first = ops[0]
     # A turn reads its input out of order, which a sequential (streamed) image cannot serve
     # past libvips' small line cache: "out of order read" on any real-size photo.
     rotates = any(isinstance(op, Rotate) for op in ops)
@@ -183,52 +225,78 @@ def _explicit_pipeline(
         )  # fmt: skip
         if rotates:
             image = image.copy_memory()  # the resized image, not the source
-    else:
-        random = rotates or source.orientation != 1
+        return image, list(ops[1:])
+    random = rotates or source.orientation != 1
+    image = pyvips.Image.new_from_buffer(
+        source.data, "", access="random" if random else "sequential", fail_on=_FAIL_ON
+    ).autorot()
+    return image, list(ops)
+
+
+def _load_for_placement(source: _Source, placement: Placement) -> tuple[pyvips.Image, Placement]:
+    """The source for one affine map, shrunk on load (uniformly, as far as the most
+    preserved direction allows) when the whole chain shrinks; the map from what was loaded.
+
+    The map reads out of order, so the loaded image is held in memory: the shrunk one, not
+    the full decode, when the chain allows it."""
+    scale = placement.largest_scale()
+    if scale >= 1:
         image = pyvips.Image.new_from_buffer(
-            source.data, "", access="random" if random else "sequential", fail_on=_FAIL_ON
+            source.data, "", access="random", fail_on=_FAIL_ON
         ).autorot()
-        rest = list(ops)
-    _check_pixels(image, max_pixels)
-    if source.has_icc:
-        image = image.icc_transform("srgb")
-    image = _to_srgb(image)
-    fmt: ImageFormat = "jpeg"
-    if source.format in _MEDIA:
-        fmt = cast(ImageFormat, source.format)
-    elif image.hasalpha():
-        fmt = "png"
-    for op in rest:
-        if isinstance(op, Rotate):
-            image = _rotate(image, op.degrees)
-        elif isinstance(op, Resize):
-            image = image.thumbnail_image(op.width, height=op.height, size="down")
-        elif isinstance(op, ForceResize):
-            image = image.thumbnail_image(op.width, height=op.height, size="force")
-        elif isinstance(op, Convert):
-            fmt = op.format
-        elif isinstance(op, Compress):
-            quality = op.quality
-        _check_pixels(image, max_pixels)
-    return _encode(image, fmt, quality)
+        return image, placement
+    width, height = _oriented_size(source)
+    image = pyvips.Image.thumbnail_buffer(
+        source.data, max(1, round(width * scale)), height=max(1, round(height * scale)),
+        size="force", option_string=f"fail_on={_FAIL_ON}",
+    ).copy_memory()  # fmt: skip
+    shrunk = (width / image.width, 0.0, 0.0, height / image.height, 0.0, 0.0)
+    return image, Placement(compose(placement.matrix, shrunk), placement.width, placement.height)
 
 
-def _check_pixels(image: pyvips.Image, max_pixels: int) -> None:
-    """Operations are lazy, so an enlarging one is refused before any pixel is computed."""
-    if image.width * image.height > max_pixels:
-        raise TooManyPixels(f"the result would be {image.width}x{image.height} pixels")
+def _place(image: pyvips.Image, placement: Placement) -> pyvips.Image:
+    """Resample `image` onto the placement's canvas; the corners it leaves are transparent.
 
-
-def _rotate(image: pyvips.Image, degrees: float) -> pyvips.Image:
-    """Rotate clockwise; right angles are exact turns, other angles get transparent corners."""
-    turn = degrees % 360
-    if turn == 0:
-        return image
-    if turn in (90, 180, 270):
-        return image.rot(f"d{int(turn)}")
+    Bilinear sampling is right while no output direction skips input pixels; an output
+    axis that shrinks further (a force_resize squashing a turned photo) is sampled at twice
+    its size or less, then reduced with libvips' resize kernel."""
     if not image.hasalpha():
         image = image.bandjoin(255).copy(interpretation=image.interpretation)
-    return image.rotate(turn, background=[0] * image.bands)
+    a, b, c, d = placement.matrix[:4]
+    sizes = []
+    for size, step in ((placement.width, math.hypot(a, b)), (placement.height, math.hypot(c, d))):
+        sizes.append(size if step >= 0.5 else max(size, round(size / (2 * step))))
+    inner_w, inner_h = sizes
+    kx, ky = placement.width / inner_w, placement.height / inner_h
+    a, b, c, d, tx, ty = compose((1 / kx, 0.0, 0.0, 1 / ky, 0.0, 0.0), placement.matrix)
+    # libvips maps pixel indexes (corners); the placement maps centres (index + 0.5).
+    image = image.affine(
+        [a, b, c, d], oarea=[0, 0, inner_w, inner_h],
+        odx=(a + b) / 2 + tx - 0.5, ody=(c + d) / 2 + ty - 0.5,
+        extend="background", background=[0] * image.bands,
+    )  # fmt: skip
+    if (inner_w, inner_h) != (placement.width, placement.height):
+        image = image.resize(kx, vscale=ky)
+    return image
+
+
+def _oriented_size(source: _Source) -> tuple[int, int]:
+    """The source's size once turned upright by its EXIF orientation."""
+    if source.orientation in (5, 6, 7, 8):
+        return source.height, source.width
+    return source.width, source.height
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    """Operations are lazy, so an enlarging one is refused before any pixel is computed."""
+    if width * height > max_pixels:
+        raise TooManyPixels(f"the result would be {width}x{height} pixels")
+
+
+def _turn(image: pyvips.Image, degrees: float) -> pyvips.Image:
+    """An exact clockwise turn by a multiple of 90 degrees (other angles are placed)."""
+    turn = int(degrees % 360)
+    return image if turn == 0 else image.rot(f"d{turn}")
 
 
 def _to_srgb(image: pyvips.Image) -> pyvips.Image:
