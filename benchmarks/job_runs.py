@@ -1,9 +1,12 @@
-"""Driving POST /jobs: bursts of jobs from concurrent clients, each job polled until it
-ends, and one job watched for the workers' memory."""
+"""Driving POST /jobs: bursts of jobs from concurrent clients, each waiting for its jobs to
+end on a GET /events stream (or polling each, BENCH_JOBS_WAIT=poll), and one job watched for
+the workers' memory."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import time
 from collections import Counter
@@ -21,6 +24,9 @@ from benchmarks.system import PipelineError, System, worker_log_times
 # The clients' poll interval: each GET costs the API CPU the workers need; the latency is
 # read from the job's `finished_at`, so a slower poll does not lengthen it.
 POLL_S = float(os.environ.get("BENCH_JOBS_POLL_MS", "100")) / 1000
+# How a client learns that its jobs ended: `events`, one GET /events stream per client (what
+# the contract offers a client waiting for many jobs), or `poll`, GET /jobs/{id} in turn.
+WAIT = os.environ.get("BENCH_JOBS_WAIT", "events")
 DONE = ("succeeded", "failed")
 
 
@@ -64,19 +70,86 @@ async def _wait_done(http: httpx.AsyncClient, job_id: str, deadline: float) -> d
         await asyncio.sleep(POLL_S)
 
 
+class _Ended:
+    """The jobs a GET /events stream has seen end, by id (the stream's `event: job` data is
+    the job as GET /jobs/{id} returns it). Reconnects with Last-Event-ID if cut."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.changed = asyncio.Event()
+        self.connected = asyncio.Event()
+        self._last_id: str | None = None
+        self.failure: BaseException | None = None
+
+    async def follow(self) -> None:
+        try:
+            await self._follow()
+        except Exception as exc:  # the waiter raises it, rather than waiting for the deadline
+            self.failure = exc
+            self.connected.set()
+            self.changed.set()
+
+    async def _follow(self) -> None:
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if self._last_id is not None:
+                headers["Last-Event-ID"] = self._last_id
+            async with self._http.stream("GET", "/events", headers=headers, timeout=None) as r:
+                if r.status_code != 200:
+                    raise PipelineError(f"GET /events: {r.status_code}")
+                self.connected.set()  # the response starts once the subscription is confirmed
+                async for line in r.aiter_lines():
+                    if line.startswith("id: "):
+                        self._last_id = line[4:]
+                    elif line.startswith("data: "):
+                        job = json.loads(line[6:])
+                        if job.get("status") in DONE and "operations" in job:
+                            self.jobs[job["id"]] = job
+                            self.changed.set()
+
+    async def wait(self, job_ids: list[str], deadline: float) -> list[dict[str, Any]]:
+        while not all(job_id in self.jobs for job_id in job_ids):
+            if self.failure is not None:
+                raise PipelineError(f"the events stream failed: {self.failure!r}")
+            self.changed.clear()
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                missing = [i for i in job_ids if i not in self.jobs]
+                raise PipelineError(f"{len(missing)} jobs not ended at the deadline")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout)
+        return [self.jobs[job_id] for job_id in job_ids]
+
+
 async def _client(
     system: System, names: list[str], shape: Shape, deadline: float
 ) -> tuple[list[dict[str, Any]], float]:
-    """Submit every name, then poll each job in turn until it ends; (jobs, last answer)."""
+    """Submit every name, then wait until each job ends; (jobs, last answer)."""
     async with system.client() as http:
-        sent = []
-        for name in names:
-            at = time.time()
-            sent.append((await system.submit_job(name, shape.operations_json(), http=http), at))
-        submitted = time.time()
-        done = []
-        for job_id, at in sent:
-            done.append({**await _wait_done(http, job_id, deadline), "sent": at})
+        ended = _Ended(http)
+        follower = asyncio.create_task(ended.follow()) if WAIT == "events" else None
+        try:
+            if follower is not None:
+                await asyncio.wait_for(ended.connected.wait(), 30)
+                if ended.failure is not None:
+                    raise PipelineError(f"GET /events failed: {ended.failure!r}")
+            sent = []
+            for name in names:
+                at = time.time()
+                job_id = await system.submit_job(name, shape.operations_json(), http=http)
+                sent.append((job_id, at))
+            submitted = time.time()
+            if follower is not None:
+                bodies = await ended.wait([job_id for job_id, _ in sent], deadline)
+            else:
+                bodies = [await _wait_done(http, job_id, deadline) for job_id, _ in sent]
+        finally:
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
+    done = [{**body, "sent": at} for body, (_, at) in zip(bodies, sent, strict=True)]
     return done, submitted
 
 

@@ -1,7 +1,8 @@
 """The standalone jobs benchmark (POST /jobs), beside the bare libvips loop and thumbor.
 
 * Bursts: 100 corpus photos (30 with --quick), one job each, submitted at once by 4
-  concurrent clients (each POSTs its share, then polls each job until it ends), in two
+  concurrent clients (each POSTs its share, then waits for its jobs on a GET /events stream,
+  or polls each, BENCH_JOBS_WAIT=poll), in two
   shapes: `resize` 800x800 and no operations (the default pipeline: fit 2048, q50).
   jobs/s = jobs / (first POST -> last `finished_at`); latency = POST sent -> `finished_at`.
 * Bare: the same files through the naive, same-options and process() loops of
