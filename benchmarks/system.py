@@ -313,15 +313,25 @@ def worker_log_times(log: Path, offset: int, key: str, ids: set[Any]) -> dict[st
     """Median, sum and count of the `ms` of the workers' `image.fetched` and
     `image.processed` events whose `key` (`product_id`, `job_id`) is in `ids`, after byte
     `offset` of the log (processed: from the job's start to the stored result, before the
-    DB write)."""
-    times: dict[str, list[float]] = {"image.fetched": [], "image.processed": []}
+    DB write); and of `image.processed`'s `vips_ms` (on a libvips thread) and `queued_ms`
+    (waiting for one), as `image.vips` and `image.queued`."""
+    times: dict[str, list[float]] = {
+        "image.fetched": [],
+        "image.processed": [],
+        "image.vips": [],
+        "image.queued": [],
+    }
     with log.open("rb") as lines:
         lines.seek(offset)
         for line in lines:
             with contextlib.suppress(ValueError):
                 event = json.loads(line)
-                if event.get("event") in times and "ms" in event and event.get(key) in ids:
-                    times[event["event"]].append(float(event["ms"]))
+                name = event.get("event")
+                if name in times and "ms" in event and event.get(key) in ids:
+                    times[name].append(float(event["ms"]))
+                    if name == "image.processed" and "vips_ms" in event:
+                        times["image.vips"].append(float(event["vips_ms"]))
+                        times["image.queued"].append(float(event["queued_ms"]))
     return (
         {
             f"{name}_median": round(statistics.median(values), 1)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 
@@ -32,6 +34,7 @@ from stockroom.pipeline.operations import process
 from stockroom.pipeline.webhooks import WebhookSender
 
 log = structlog.get_logger("stockroom.pipeline")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ async def run_image_job(job_id: str, ctx: PipelineContext, *, last_attempt: bool
     bound = log.bind(job_id=job.id, product_id=job.product_id, attempt=job.attempts)
     started = time.perf_counter()
     try:
-        result = await _produce(job, ctx, bound)
+        result, vips = await _produce(job, ctx, bound)
     except Exception as exc:
         await _record_failure(job, ctx, exc, last_attempt=last_attempt, log=bound)
         raise
@@ -90,12 +93,28 @@ async def run_image_job(job_id: str, ctx: PipelineContext, *, last_attempt: bool
         width=result.width,
         height=result.height,
         written=written,
+        queued_ms=round(vips.queued * 1000, 1),
+        vips_ms=round(vips.ran * 1000, 1),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _VipsTime:
+    """Seconds a job waited for a libvips thread, and ran on it."""
+
+    queued: float
+    ran: float
+
+
+def _timed(work: Callable[[], T], submitted: float) -> tuple[T, _VipsTime]:
+    began = time.perf_counter()
+    value = work()
+    return value, _VipsTime(began - submitted, time.perf_counter() - began)
 
 
 async def _produce(
     job: ImageJob, ctx: PipelineContext, bound: structlog.BoundLogger
-) -> ImageResult:
+) -> tuple[ImageResult, _VipsTime]:
     settings = ctx.settings
     fetched_at = time.perf_counter()
     source = await _source_bytes(job, ctx)
@@ -106,22 +125,22 @@ async def _produce(
     )
     ops = parse_operations_json(job.operations)
     # The other jobs download and write back on the event loop meanwhile.
-    processed = await asyncio.get_running_loop().run_in_executor(
-        ctx.image_executor,
-        functools.partial(
-            process,
-            source,
-            ops or None,
-            jpeg_quality=settings.jpeg_quality,
-            max_pixels=settings.max_image_pixels,
-        ),
+    work = functools.partial(
+        process,
+        source,
+        ops or None,
+        jpeg_quality=settings.jpeg_quality,
+        max_pixels=settings.max_image_pixels,
+    )
+    processed, vips = await asyncio.get_running_loop().run_in_executor(
+        ctx.image_executor, _timed, work, time.perf_counter()
     )
     key = content_key(processed.data, processed.extension)
     try:
         url = await ctx.store.put(key, processed.data, processed.content_type)
     except Unavailable as exc:
         raise ImageStorageError(f"storing the result failed: {exc.detail}") from exc
-    return ImageResult(
+    result = ImageResult(
         output_key=key,
         output_url=url,
         width=processed.width,
@@ -129,6 +148,7 @@ async def _produce(
         bytes_in=len(source),
         bytes_out=len(processed.data),
     )
+    return result, vips
 
 
 async def _source_bytes(job: ImageJob, ctx: PipelineContext) -> bytes:
