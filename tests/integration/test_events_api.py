@@ -21,18 +21,17 @@ from types import SimpleNamespace
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from tests.support.services import free_port
 from tests.support.waiting import eventually
 
 from stockroom.adapters.live import LiveOptions, MemoryLiveHub, RedisLiveHub
 from stockroom.api import events
-from stockroom.api.deps import get_current_user
 from stockroom.api.errors import install_error_handlers
-from stockroom.domain.errors import Unauthenticated
 from stockroom.domain.live import LiveEvent, LiveHub, StreamedEvent
 from stockroom.domain.models import User
+from stockroom.domain.users import TOKEN_PREFIX, hash_token
 
 ALICE = User(1, "alice@example.com", None, False, datetime(2024, 1, 1, tzinfo=UTC))
 BOB = User(2, "bob@example.com", None, False, datetime(2024, 1, 1, tzinfo=UTC))
@@ -41,7 +40,24 @@ TOKENS = {"alice": ALICE, "bob": BOB, "root": ADMIN}
 
 
 def auth(token: str, **headers: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **headers}
+    return {"Authorization": f"Bearer {TOKEN_PREFIX}{token}", **headers}
+
+
+class TokenLookups:
+    """The callers by token, as the route authenticates them (`TOKENS`, prefixed)."""
+
+    async def user_by_token_hash(self, token_hash: str) -> User | None:
+        for token, user in TOKENS.items():
+            if hash_token(TOKEN_PREFIX + token) == token_hash:
+                return user
+        return None
+
+
+def services_with(hub: LiveHub) -> SimpleNamespace:
+    """What the route reads of the app's services: the hub, and what authenticates."""
+    return SimpleNamespace(
+        live=hub, lookups=TokenLookups(), token_cache=None, auth_failure_limit=None
+    )
 
 
 @dataclass
@@ -82,27 +98,16 @@ async def next_event(stream: AsyncIterator[Frame], timeout: float = 5) -> Frame:
 def build_app(
     hub: LiveHub, *, ping_seconds: float | None = None, send_timeout: float = 30
 ) -> FastAPI:
-    """The router alone; the hub where the app keeps it (`services.live`), the caller by
-    token, the stream settings (when given) through their dependency."""
+    """The router alone; the hub where the app keeps it (`services.live`), the callers by
+    token, the stream settings (when given) where the route looks for them."""
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(events.router)
-    app.state.services = SimpleNamespace(live=hub)
-
-    async def caller(request: Request) -> User:
-        token = request.headers.get("authorization", "").removeprefix("Bearer ")
-        if token not in TOKENS:
-            raise Unauthenticated("send an API token")
-        return TOKENS[token]
-
-    async def stream_settings() -> events.StreamSettings:
-        return events.StreamSettings(
-            ping_seconds=ping_seconds or 15, send_timeout_seconds=send_timeout
-        )
-
-    app.dependency_overrides[get_current_user] = caller
+    app.state.services = services_with(hub)
     if ping_seconds is not None:
-        app.dependency_overrides[events.get_stream_settings] = stream_settings
+        app.state.event_stream_settings = events.StreamSettings(
+            ping_seconds=ping_seconds, send_timeout_seconds=send_timeout
+        )
     return app
 
 
@@ -296,6 +301,17 @@ async def test_without_a_token_the_stream_is_refused(served: httpx.AsyncClient) 
     assert response.status_code == 401
 
 
+async def test_head_answers_the_headers_without_opening_a_stream(
+    served: httpx.AsyncClient,
+) -> None:
+    before = metric("stockroom_sse_streams_open")
+    response = await served.head("/events", headers=auth("alice"))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert metric("stockroom_sse_streams_open") == before
+    assert (await served.head("/events")).status_code == 401
+
+
 async def test_an_unreachable_hub_answers_503_before_streaming() -> None:
     hub = RedisLiveHub.from_url(
         f"redis://127.0.0.1:{free_port()}/0",
@@ -316,13 +332,21 @@ async def test_an_unreachable_hub_answers_503_before_streaming() -> None:
 GRANIAN_APP = """
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 from fastapi import FastAPI
 
 from stockroom.adapters.live import MemoryLiveHub
 from stockroom.api import events
-from stockroom.api.deps import get_current_user
 from stockroom.domain.models import User
+from stockroom.domain.users import hash_token
+
+ALICE = User(1, "alice@example.com", None, False, datetime.now(UTC))
+
+
+class Lookups:
+    async def user_by_token_hash(self, token_hash):
+        return ALICE if token_hash == hash_token("sr_alice") else None
 
 
 def create_app() -> FastAPI:
@@ -337,20 +361,12 @@ def create_app() -> FastAPI:
             restore()
             await hub.close()
 
-    async def caller():
-        return User(1, "alice@example.com", None, False, datetime.now(UTC))
-
-    async def live():
-        return hub
-
-    async def settings():
-        return events.StreamSettings(ping_seconds=0.2)
-
     app = FastAPI(lifespan=lifespan)
     app.include_router(events.router)
-    app.dependency_overrides[get_current_user] = caller
-    app.dependency_overrides[events.get_live_hub] = live
-    app.dependency_overrides[events.get_stream_settings] = settings
+    app.state.services = SimpleNamespace(
+        live=hub, lookups=Lookups(), token_cache=None, auth_failure_limit=None
+    )
+    app.state.event_stream_settings = events.StreamSettings(ping_seconds=0.2)
     return app
 """
 
@@ -380,7 +396,7 @@ async def test_granian_stops_with_streams_open_and_ends_them_cleanly(tmp_path: P
                     return False
 
             await eventually(up, timeout=20)
-            async with client.stream("GET", "/events") as response:
+            async with client.stream("GET", "/events", headers=auth("alice")) as response:
                 stream = frames(response)
                 async with asyncio.timeout(5):
                     assert (await anext(stream)).comment is not None  # streaming: a ping

@@ -108,6 +108,26 @@ async def test_a_new_stream_without_last_event_id_starts_with_what_comes_next(
         assert numbers(await take(events, 1)) == [2]
 
 
+async def test_a_wait_with_a_time_limit_is_empty_when_idle_and_ends_with_the_stream(
+    hub: MemoryLiveHub,
+) -> None:
+    async with hub.subscribe(ALICE) as events:
+        assert await events.next_within(0.01) is None  # idle: time for a heartbeat
+        await hub.publish(job(ALICE, 1))
+        got = await events.next_within(1)
+        assert got is not None
+        assert numbers([got]) == [1]
+        waiting = asyncio.ensure_future(events.next_within(5))
+        await asyncio.sleep(0)
+        await hub.publish(job(ALICE, 2))
+        woken = await asyncio.wait_for(waiting, 1)
+        assert woken is not None
+        assert numbers([woken]) == [2]
+        events.end()
+        with pytest.raises(StopAsyncIteration):
+            await events.next_within(1)
+
+
 async def test_last_event_id_replays_what_was_missed_then_goes_live_without_gap_or_duplicate(
     hub: MemoryLiveHub,
 ) -> None:

@@ -12,73 +12,56 @@ handling; under granian, `end_streams_at_shutdown_signal` does that job.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import FrameType
 from typing import Annotated
 
-import anyio
-import structlog
-from fastapi import APIRouter, Depends, Header, Request
-from sse_starlette import EventSourceResponse
-from sse_starlette.sse import AppStatus, SendTimeoutError
-from starlette.types import Receive, Scope, Send
+from fastapi import APIRouter, Header, Request
+from sse_starlette.sse import AppStatus
+from starlette.responses import Response
 
-from stockroom.adapters.live.metrics import SSE_CLIENTS_DROPPED
-from stockroom.api.deps import CurrentUser
-from stockroom.domain.live import LiveHub, StreamedEvent, Subscription
+from stockroom.api.deps import CurrentUser, authenticated_user, get_services
+from stockroom.api.event_stream import EventStream, StreamSettings, frame
+from stockroom.domain.live import LiveHub
+
+__all__ = ["StreamSettings", "end_streams_at_shutdown_signal", "frame", "router"]
 
 router = APIRouter(tags=["events"])
-log = structlog.get_logger("stockroom.events")
+_DEFAULT_SETTINGS = StreamSettings()
 
 
-@dataclass(frozen=True, slots=True)
-class StreamSettings:
-    ping_seconds: float = 15.0
-    send_timeout_seconds: float = 30.0
-    shutdown_grace_seconds: float = 1.0  # to send the last chunk before being cancelled
+async def stream_events(request: Request) -> Response:
+    """GET /events as a plain Starlette endpoint: a stream holds whatever its request
+    handling built until it ends, and FastAPI's dependency solving (its exit stacks,
+    solved values and wrappers) was a large share of an idle stream's memory. It
+    authenticates with the same function and error shapes as the declared operation below,
+    which documents it in the OpenAPI schema.
+    """
+    request.scope["route"] = _SERVING_ROUTE  # what the access log and metrics label it by
+    user = await authenticated_user(request)
+    hub: LiveHub = (await get_services(request)).live
+    return EventStream(hub, user.id, request.headers.get("last-event-id"), _settings(request))
 
 
-async def get_stream_settings() -> StreamSettings:
-    """The defaults; tests override this dependency for quicker heartbeats."""
-    return StreamSettings()
+def _settings(request: Request) -> StreamSettings:
+    """The defaults, unless the app holds others in `state.event_stream_settings` (tests,
+    for quicker heartbeats)."""
+    settings = getattr(request.app.state, "event_stream_settings", None)
+    return settings if isinstance(settings, StreamSettings) else _DEFAULT_SETTINGS
 
 
-async def get_live_hub(request: Request) -> LiveHub:
-    hub: LiveHub = request.app.state.services.live
-    return hub
-
-
-async def open_subscription(
-    user: CurrentUser,
-    hub: Annotated[LiveHub, Depends(get_live_hub)],
-    last_event_id: Annotated[str | None, Header(description="The last event id seen")] = None,
-) -> AsyncIterator[Subscription]:
-    """Subscribed before the response starts (a Redis outage is a 503, not a dead stream),
-    unsubscribed once it ends."""
-    async with hub.subscribe(user.id, last_event_id) as events:
-        yield events
-
-
-class _EventStream(EventSourceResponse):
-    """Counts a client cut off for not reading, instead of reporting it as a server error."""
-
-    media_type = "text/event-stream"  # what the OpenAPI document says the route returns
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
-            SSE_CLIENTS_DROPPED.labels(reason="send_timeout").inc()
-            log.info("events.client_dropped", reason="send_timeout")
+# First in the router, so Starlette matches it before the FastAPI route. Starlette adds HEAD
+# to a GET route: sse-starlette answers it with the headers alone, opening no stream.
+router.add_route("/events", stream_events, methods=["GET"], include_in_schema=False)
+_SERVING_ROUTE = router.routes[-1]
 
 
 @router.get(
     "/events",
-    response_class=_EventStream,
+    status_code=200,  # for the OpenAPI document: EventStream's constructor does not say
+    response_class=EventStream,
     responses={
         200: {
             "description": "The caller's events as they happen: `id:`, `event:` job | image | "
@@ -87,43 +70,15 @@ class _EventStream(EventSourceResponse):
         },
         503: {"description": "Live status is unavailable"},
     },
+    name="stream_events",
 )
-async def stream_events(
-    events: Annotated[Subscription, Depends(open_subscription)],
-    settings: Annotated[StreamSettings, Depends(get_stream_settings)],
-) -> EventSourceResponse:
-    shutdown = anyio.Event()  # set by sse-starlette when the server shuts down
-    return _EventStream(
-        _frames(events, shutdown),
-        ping=settings.ping_seconds,
-        send_timeout=settings.send_timeout_seconds,
-        sep="\n",
-        shutdown_event=shutdown,
-        shutdown_grace_period=settings.shutdown_grace_seconds,
-    )
-
-
-async def _frames(events: Subscription, shutdown: anyio.Event) -> AsyncIterator[bytes]:
-    """The events' frames until the stream ends; at shutdown it ends at once, so the response
-    finishes properly (a client sees the end of the body, not a broken connection)."""
-
-    async def end_at_shutdown() -> None:
-        await shutdown.wait()
-        events.end()
-
-    watcher = asyncio.get_running_loop().create_task(end_at_shutdown())
-    try:
-        async for event in events:
-            yield frame(event)
-    finally:
-        watcher.cancel()
-
-
-def frame(event: StreamedEvent) -> bytes:
-    """One event in the SSE wire format; a line break in the data starts another data line."""
-    lines = event.data.splitlines() or [b""]
-    data = b"".join(b"data: %s\n" % line for line in lines)
-    return b"id: %s\nevent: %s\n%s\n" % (event.id.encode(), event.kind.encode(), data)
+async def document_stream_events(
+    user: CurrentUser,
+    last_event_id: Annotated[str | None, Header(description="The last event id seen")] = None,
+) -> Response:
+    # The OpenAPI operation of `stream_events` above, which serves it: Starlette matches that
+    # route first, so FastAPI never calls this one.
+    raise AssertionError("GET /events is served by stream_events")
 
 
 def end_streams_at_shutdown_signal(

@@ -56,6 +56,11 @@ class Subscription(Protocol):
 
     async def __anext__(self) -> StreamedEvent: ...
 
+    async def next_within(self, seconds: float | None) -> StreamedEvent | None:
+        """The next event as `__anext__`, or None if none came within `seconds` (the stream
+        is idle: time for a heartbeat). Raises StopAsyncIteration once the stream ended."""
+        ...
+
     def end(self) -> None:
         """End the stream now, whatever is still waiting (the server is shutting down)."""
         ...

@@ -48,17 +48,22 @@ class BufferedSubscription:
         self._capacity = capacity
         self._catch_up = catch_up
         self._page_size = page_size
-        self._live: deque[Entry] = deque()
-        self._stored: deque[Entry] = deque()
+        # Made on first use: an idle stream, the common case, holds neither.
+        self._live: deque[Entry] | None = None
+        self._stored: deque[Entry] | None = None
         self._catch_up_due = True  # the first read covers what came before the subscription
         self._ended = False
-        self._wake = asyncio.Event()
+        # What a waiting reader awaits; a bare future, not an asyncio.Event: thousands of
+        # idle streams each hold one, and the state it wakes for is in the fields above.
+        self._waiter: asyncio.Future[bool] | None = None
 
     def offer(self, entry: Entry) -> None:
         """Queue a live event; never waits. Past `capacity` waiting events, the stream ends
         (its client resumes with Last-Event-ID) rather than hold back or grow."""
         if self._ended:
             return
+        if self._live is None:
+            self._live = deque()
         if len(self._live) >= self._capacity:
             SSE_CLIENTS_DROPPED.labels(reason="buffer_full").inc()
             _logger().warning(
@@ -67,23 +72,28 @@ class BufferedSubscription:
             self.end()
             return
         self._live.append(entry)
-        self._wake.set()
+        self._wake()
 
     def resync(self) -> None:
         """Live delivery may have missed events: read the stored ones after the cursor next."""
         self._catch_up_due = True
-        self._wake.set()
+        self._wake()
 
     def end(self) -> None:
         self._ended = True
-        self._live.clear()
-        self._stored.clear()
-        self._wake.set()
+        self._live = self._stored = None
+        self._wake()
 
     def __aiter__(self) -> BufferedSubscription:
         return self
 
     async def __anext__(self) -> StreamedEvent:
+        event = await self.next_within(None)
+        assert event is not None  # only a wait with a time limit comes back empty
+        return event
+
+    async def next_within(self, seconds: float | None) -> StreamedEvent | None:
+        deadline = None if seconds is None else asyncio.get_running_loop().time() + seconds
         while not self._ended:
             if self._stored:
                 event = self._take(self._stored.popleft())
@@ -93,12 +103,29 @@ class BufferedSubscription:
             elif self._live:
                 event = self._take(self._live.popleft())
             else:
-                self._wake.clear()
-                await self._wake.wait()
+                if not await self._woken_by(deadline):
+                    return None
                 continue
             if event is not None:
                 return event
         raise StopAsyncIteration
+
+    async def _woken_by(self, deadline: float | None) -> bool:
+        """Wait for `_wake`; False if `deadline` (loop time) came first."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiter = waiter
+        timer = None if deadline is None else loop.call_at(deadline, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(True)
 
     def _take(self, entry: Entry) -> StreamedEvent | None:
         event_id, event = entry
@@ -119,9 +146,15 @@ class BufferedSubscription:
             return
         if self._ended:
             return
-        self._stored.extend(page)
+        if page:
+            self._stored = deque(page)  # empty (or None) while a catch-up read runs
         if len(page) >= self._page_size:
             self._catch_up_due = True  # more stored events after this page
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 class Fanout:
