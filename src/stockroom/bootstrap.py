@@ -27,6 +27,7 @@ from stockroom.db.engine import create_engine
 from stockroom.db.health import ping_database
 from stockroom.db.job_transitions import AsyncpgJobTransitions, UnitOfWorkJobTransitions
 from stockroom.db.lookups import AsyncpgLookups, UnitOfWorkLookups
+from stockroom.db.outbox_claims import AsyncpgOutboxClaims, UnitOfWorkOutboxClaims
 from stockroom.db.uow import SqlUnitOfWork
 from stockroom.domain import imports, jobs
 from stockroom.domain.effects import Effects
@@ -35,6 +36,7 @@ from stockroom.domain.ports import (
     ImageStore,
     JobTransitions,
     Lookups,
+    OutboxClaims,
     ProductCache,
     RateLimit,
     RateLimiter,
@@ -132,7 +134,10 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
         broker = build_broker_for(settings)
         task_queue = DramatiqTaskQueue(broker)
         resources.push_async_callback(task_queue.close)
-        relay = OutboxRelay(uow, task_queue)
+        claims: OutboxClaims = (
+            AsyncpgOutboxClaims(pool) if pool is not None else UnitOfWorkOutboxClaims(uow)
+        )
+        relay = OutboxRelay(claims, task_queue)
         resources.push_async_callback(relay.stop)
         chores.append(
             Periodic(

@@ -5,8 +5,8 @@ image job), where SQLAlchemy's execution layers cost more CPU than the statement
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -86,6 +86,15 @@ class LazyAsyncpgPool:
         pool = await self.ready()
         with _translate_connection_errors():
             return await pool.fetchrow(query, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """A connection (an `asyncpg.Connection`) in a transaction, committed when the block
+        ends, rolled back if it raises; an unreachable database is DatabaseUnavailable."""
+        pool = await self.ready()
+        with _translate_connection_errors():
+            async with pool.acquire() as connection, connection.transaction():
+                yield connection
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
@@ -528,6 +529,22 @@ class UnitOfWork(Protocol):
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+@dataclass(slots=True)
+class ClaimedBatch:
+    """Outbox messages claimed by one relay (locked from the others) until the claim ends;
+    those listed in `published` are then marked so, the others stay for the next round."""
+
+    messages: list[OutboxMessage]
+    published: list[int] = field(default_factory=list)
+
+
+class OutboxClaims(Protocol):
+    def claim(self, limit: int) -> AbstractAsyncContextManager[ClaimedBatch]:
+        """The oldest `limit` messages due and not claimed by another relay; what the block
+        marks published is committed when it ends (nothing is, if it raises)."""
+        ...
 
 
 class Lookups(Protocol):

@@ -9,7 +9,7 @@ import contextlib
 import structlog
 
 from stockroom.domain.errors import BrokerUnavailable, DatabaseUnavailable
-from stockroom.domain.ports import TaskQueue, UnitOfWorkFactory
+from stockroom.domain.ports import OutboxClaims, TaskQueue
 
 log = structlog.get_logger("stockroom.relay")
 
@@ -17,14 +17,14 @@ log = structlog.get_logger("stockroom.relay")
 class OutboxRelay:
     def __init__(
         self,
-        uow_factory: UnitOfWorkFactory,
+        claims: OutboxClaims,
         queue: TaskQueue,
         *,
         poll_seconds: float = 1.0,
         max_backoff_seconds: float = 30.0,
         batch: int = 100,
     ) -> None:
-        self._uow_factory = uow_factory
+        self._claims = claims
         self._queue = queue
         self._poll = poll_seconds
         self._max_backoff = max_backoff_seconds
@@ -41,23 +41,19 @@ class OutboxRelay:
         broker failure, keeping the rest (and that one) for the next round."""
         total = 0
         while True:
-            published: list[int] = []
             failure: BrokerUnavailable | None = None
-            async with self._uow_factory() as uow:
-                messages = await uow.outbox.claim(self._batch)
-                for message in messages:
+            async with self._claims.claim(self._batch) as batch:
+                for message in batch.messages:
                     try:
                         await self._queue.publish(message)
                     except BrokerUnavailable as exc:
                         failure = exc
                         break
-                    published.append(message.id)
-                await uow.outbox.mark_published(published)
-                await uow.commit()
-            total += len(published)
+                    batch.published.append(message.id)
+            total += len(batch.published)
             if failure is not None:
                 raise failure
-            if len(messages) < self._batch:
+            if len(batch.messages) < self._batch:
                 return total
 
     async def run(self) -> None:
