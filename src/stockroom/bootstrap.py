@@ -55,10 +55,6 @@ log = structlog.get_logger("stockroom.bootstrap")
 
 _SERVES_HTTP = (Role.API, Role.EMBEDDED)
 _RUNS_JOBS = (Role.WORKER, Role.EMBEDDED)
-# Every process that writes outbox rows publishes them: an API's requests, and a worker's
-# jobs that queue more work (an import's batch its images, a job its webhook), which would
-# otherwise wait for an API relay's next poll.
-_RELAYS = (Role.API, Role.EMBEDDED, Role.WORKER)
 
 
 async def bootstrap(settings: Settings, role: Role) -> Services:
@@ -135,6 +131,14 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
         if write_limit is not None or auth_failure_limit is not None:
             limiter = _rate_limiter(settings)
             resources.push_async_callback(limiter.close)
+        broker = build_broker_for(settings)
+        task_queue = DramatiqTaskQueue(broker)
+        resources.push_async_callback(task_queue.close)
+        claims: OutboxClaims = (
+            AsyncpgOutboxClaims(pool) if pool is not None else UnitOfWorkOutboxClaims(uow)
+        )
+        relay = OutboxRelay(claims, task_queue)
+        resources.push_async_callback(relay.stop)
         chores.append(
             Periodic(
                 "upload-expiry",
@@ -151,17 +155,7 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
             )
         )
         resources.push_async_callback(chores[-1].stop)
-    if role in _RELAYS:
-        broker = build_broker_for(settings)
-        task_queue = DramatiqTaskQueue(broker)
-        resources.push_async_callback(task_queue.close)
-        claims: OutboxClaims = (
-            AsyncpgOutboxClaims(pool) if pool is not None else UnitOfWorkOutboxClaims(uow)
-        )
-        relay = OutboxRelay(claims, task_queue)
-        resources.push_async_callback(relay.stop)
-        if role in _SERVES_HTTP:
-            readiness["broker"] = task_queue.ping
+        readiness["broker"] = task_queue.ping
     pipeline: PipelineContext | None = None
     if role in _RUNS_JOBS:
         pipeline = _pipeline(settings, uow, transitions, store, cache)

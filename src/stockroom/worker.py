@@ -45,15 +45,8 @@ class WorkerRuntime:
             async with self._lock:
                 if self._services is None:
                     self._services = await bootstrap(self._settings, Role.WORKER)
-                    if self._services.relay is not None:
-                        self._services.relay.start()  # what this worker's jobs queue
         assert self._services.pipeline is not None
         return self._services.pipeline
-
-    @property
-    def services(self) -> Services | None:
-        """What `context` built (None before its first call)."""
-        return self._services
 
     async def close(self) -> None:
         services, self._services = self._services, None

@@ -9,7 +9,6 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,8 @@ from tests.support.worker_process import running_worker, wait_for_children
 
 from stockroom.app import create_app
 from stockroom.config import Settings
-from stockroom.domain.image_jobs import JOBS_QUEUE, PROCESS_JOB, new_job_id
-from stockroom.domain.models import ImageJob, JobKind, JobStatus
+from stockroom.domain.models import JobStatus
 from stockroom.services import Services
-from stockroom.worker import WorkerRuntime
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"rabbitmq tests' webhook key 32b").decode()
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.xdist_group("rabbitmq")]
@@ -350,41 +347,3 @@ def _bucket(app: FastAPI) -> str:
 def _s3(app: FastAPI) -> Any:
     endpoint = app.state.services.settings.storage_url.split("endpoint_url=", 1)[1].split("&")[0]
     return _s3_client(endpoint)
-
-
-async def test_a_worker_publishes_the_outbox_rows_its_own_jobs_write(
-    worker_env: dict[str, str], worker: int, tmp_path: Path, images: ImageServer, aws_env: None
-) -> None:
-    """An import's batch queues its images, a job its webhook: outbox rows committed in a
-    worker. Its own relay publishes them at once; no API (and no API relay) runs here."""
-    runtime = WorkerRuntime(_settings(worker_env, tmp_path))
-    await runtime.context()
-    services = runtime.services
-    try:
-        assert services is not None
-        assert services.relay is not None
-        alice = await make_account(services, f"relay-{uuid.uuid4().hex[:8]}@example.com")
-        job = ImageJob(
-            id=new_job_id(),
-            user_id=alice.id,
-            kind=JobKind.STANDALONE,
-            status=JobStatus.QUEUED,
-            queue=JOBS_QUEUE,
-            operations=[{"op": "force_resize", "width": 12, "height": 8}],
-            created_at=datetime.now(UTC),
-            source_url=images.url("image.jpg"),
-        )
-        async with services.uow() as uow:  # as a job of this worker would write it
-            await uow.image_jobs.add(job)
-            await uow.outbox.add(job.id, PROCESS_JOB, JOBS_QUEUE, None)
-            await uow.commit()
-
-        async def finished() -> ImageJob | None:
-            async with services.uow() as uow:
-                found = await uow.image_jobs.get(job.id)
-            return found if found is not None and found.finished else None
-
-        done = await eventually(finished, timeout=20)
-        assert (done.status, done.width, done.height) == (JobStatus.SUCCEEDED, 12, 8)
-    finally:
-        await runtime.close()

@@ -1,6 +1,5 @@
 """The outbox relay: publishes committed job rows to the broker, so a broker outage at
-request time loses nothing. Runs in every API and worker process (a worker's jobs queue more
-work: an import's images, a webhook); row locks keep relays apart."""
+request time loses nothing. Runs in every API process; row locks keep relays apart."""
 
 from __future__ import annotations
 
