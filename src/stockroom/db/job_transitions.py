@@ -17,7 +17,7 @@ import asyncpg
 
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.image_jobs import job_from
-from stockroom.db.products import IMAGE_RETURNING, image_from_prefixed
+from stockroom.db.products import image_from_prefixed, prefixed_image_columns
 from stockroom.domain.events import DomainEvent, job_events, transition_events
 from stockroom.domain.models import (
     ImageJob,
@@ -32,6 +32,7 @@ from stockroom.domain.webhook_delivery import queue_webhook
 
 _UNFINISHED = f"('{JobStatus.QUEUED.value}', '{JobStatus.PROCESSING.value}')"
 
+_IMAGE_COLUMNS = prefixed_image_columns()
 # Each statement returns the rows as it left them (the job's columns, the image's as `img_`
 # columns, the product's id and owner): its live-status events carry them, read nothing.
 _CHANGED = """
@@ -52,7 +53,7 @@ WITH job AS (
     SET status = '{ImageStatus.PROCESSING.value}', error = NULL, error_code = NULL,
         updated_at = $2
     WHERE id = (SELECT product_image_id FROM job)
-    RETURNING product_id AS img_product_id, {IMAGE_RETURNING}
+    RETURNING product_id AS img_product_id, {_IMAGE_COLUMNS}
 ), product AS (
     UPDATE products SET updated_at = $2
     WHERE id = (SELECT img_product_id FROM image)
@@ -75,7 +76,7 @@ WITH job AS (
         width = $6, height = $7, bytes_in = $8, bytes_out = $9,
         error = NULL, error_code = NULL, updated_at = $2
     WHERE id = $3 AND EXISTS (SELECT 1 FROM job)
-    RETURNING product_id AS img_product_id, {IMAGE_RETURNING}
+    RETURNING product_id AS img_product_id, {_IMAGE_COLUMNS}
 ), product AS (
     UPDATE products SET updated_at = $2
     WHERE id = (SELECT img_product_id FROM image)

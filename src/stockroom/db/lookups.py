@@ -12,26 +12,21 @@ from __future__ import annotations
 
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.image_jobs import job_from
-from stockroom.db.products import image_from_prefixed, product_from
+from stockroom.db.products import image_from_prefixed, prefixed_image_columns, product_from
 from stockroom.db.users import user_from
 from stockroom.domain.models import ImageJob, OwnedImage, Product, User
 from stockroom.domain.ports import UnitOfWorkFactory
 
 # The columns and order of db/products.py's _GET_PRODUCT: one row per image (or one with
 # NULL img_ columns for a product without images), images by position then id.
-_PRODUCT = """
+_PRODUCT = f"""
 SELECT p.id, p.user_id, p.sku, p.product_name, p.product_description, p.product_price,
-       p.created_at, p.updated_at,
-       i.id AS img_id, i.position AS img_position, i.source_url AS img_source_url,
-       i.status AS img_status, i.compressed_url AS img_compressed_url,
-       i.output_key AS img_output_key, i.width AS img_width, i.height AS img_height,
-       i.bytes_in AS img_bytes_in, i.bytes_out AS img_bytes_out,
-       i.error AS img_error, i.error_code AS img_error_code
+       p.created_at, p.updated_at, {prefixed_image_columns("i.")}
 FROM products AS p
 LEFT OUTER JOIN product_images AS i ON i.product_id = p.id
 WHERE p.id = $1
 ORDER BY i.position, i.id
-"""
+"""  # noqa: S608 (the only interpolation is our table's column names)
 # db/users.py's _BY_TOKEN_HASH: every column of users (token_hash is unique).
 _USER_BY_HASH = """
 SELECT u.id, u.email, u.name, u.is_admin, u.created_at
@@ -42,17 +37,12 @@ WHERE t.token_hash = $1
 
 
 # One image with its owner, in the columns of _PRODUCT's img_ side (for the live status).
-_IMAGE = """
-SELECT p.user_id,
-       i.id AS img_id, i.position AS img_position, i.source_url AS img_source_url,
-       i.status AS img_status, i.compressed_url AS img_compressed_url,
-       i.output_key AS img_output_key, i.width AS img_width, i.height AS img_height,
-       i.bytes_in AS img_bytes_in, i.bytes_out AS img_bytes_out,
-       i.error AS img_error, i.error_code AS img_error_code
+_IMAGE = f"""
+SELECT p.user_id, {prefixed_image_columns("i.")}
 FROM product_images AS i
 JOIN products AS p ON p.id = i.product_id
 WHERE i.id = $1 AND i.product_id = $2
-"""
+"""  # noqa: S608 (the only interpolation is our table's column names)
 _JOB = "SELECT * FROM image_jobs WHERE id = $1"
 
 

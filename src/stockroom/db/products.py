@@ -32,8 +32,14 @@ _IMAGE_COLUMNS = [
     product_images.c.error,
     product_images.c.error_code,
 ]
-# An UPDATE's RETURNING list of an image row in the `img_` columns `image_from_prefixed` reads.
-IMAGE_RETURNING = ", ".join(f"{c.name} AS img_{c.name}" for c in _IMAGE_COLUMNS)
+
+
+def prefixed_image_columns(table: str = "") -> str:
+    """An image row's columns, each `AS img_<name>` (what `image_from_prefixed` reads), for
+    hand-written SQL: `table` qualifies them ("i." in a join), none in a RETURNING list."""
+    return ", ".join(f"{table}{c.name} AS img_{c.name}" for c in _IMAGE_COLUMNS)
+
+
 # Built once: constructing a select costs more Python than executing a cached one.
 _GET_PRODUCT = (
     select(products, *[c.label(f"img_{c.name}") for c in _IMAGE_COLUMNS])
