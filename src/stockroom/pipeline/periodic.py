@@ -4,10 +4,11 @@ uploads). Every instance runs it: chores are single UPDATEs that are harmless to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
+
+from stockroom.background import cancel_requested, stop_task
 
 log = structlog.get_logger("stockroom.periodic")
 
@@ -20,7 +21,7 @@ class Periodic:
         self._task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        while True:
+        while not cancel_requested():
             await asyncio.sleep(self._every)
             try:
                 await self._chore()
@@ -31,8 +32,5 @@ class Periodic:
         self._task = asyncio.create_task(self.run(), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)

@@ -8,6 +8,7 @@ import contextlib
 
 import structlog
 
+from stockroom.background import cancel_requested, stop_task
 from stockroom.domain.errors import BrokerUnavailable, DatabaseUnavailable
 from stockroom.domain.ports import OutboxClaims, TaskQueue
 
@@ -58,7 +59,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         backoff = self._poll
-        while True:
+        while not cancel_requested():
             self._wake.clear()
             try:
                 count = await self.publish_pending()
@@ -74,15 +75,15 @@ class OutboxRelay:
                 log.exception("outbox.relay_error")
                 await asyncio.sleep(backoff)
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for drops a cancellation
+            # that arrives in the turn the wake-up does, and the relay would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="outbox-relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)

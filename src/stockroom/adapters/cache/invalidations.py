@@ -40,6 +40,8 @@ from redis.connection import AbstractConnection
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from stockroom.background import cancel_requested, stop_task
+
 log = structlog.get_logger(__name__)
 
 PING_INTERVAL_SECONDS = 1.0
@@ -151,11 +153,8 @@ class InvalidationListener:
             self._task = self._loop.create_task(self._keep_subscribed())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         self._disconnect()
 
     def drain(self) -> None:
@@ -227,7 +226,7 @@ class InvalidationListener:
 
     async def _keep_subscribed(self) -> None:
         delay = 0.1
-        while True:
+        while not cancel_requested():
             try:
                 await self._connect()
                 delay = 0.1

@@ -36,6 +36,7 @@ from stockroom.adapters.cache.keyed import Key
 from stockroom.adapters.cache.metrics import CACHE_BREAKER_OPEN, CACHE_ERRORS, CACHE_REQUESTS
 from stockroom.adapters.cache.options import CacheOptions
 from stockroom.adapters.redis_pool import fail_fast_pool
+from stockroom.background import cancel_requested, stop_task
 from stockroom.domain.errors import CacheUnavailable
 from stockroom.domain.ports import CachedProduct
 
@@ -181,10 +182,7 @@ class RedisCache:
             await self._client.ping()
 
     async def close(self) -> None:
-        if self._repair is not None:
-            self._repair.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._repair
+        await stop_task(self._repair)
         await self._client.aclose()
 
     def _body_key(self, epoch: str, key: Key) -> str:
@@ -237,7 +235,7 @@ class RedisCache:
             )
 
     async def _repair_lost(self) -> None:
-        while self._lost:
+        while self._lost and not cancel_requested():
             await self._sleep(self._breaker.cooldown)
             with contextlib.suppress(CacheUnavailable):
                 async with self._guarded("repair"):

@@ -26,6 +26,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from stockroom.adapters.live.subscription import Entry, Fanout
+from stockroom.background import cancel_requested, stop_task
 from stockroom.domain.live import StreamedEvent, parse_event_id, parse_event_kind
 
 MIN_RECONNECT_DELAY_SECONDS = 0.1
@@ -140,10 +141,7 @@ class ChannelReader:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     def _start(self) -> None:
         if self._task is None or self._task.done():
@@ -153,7 +151,7 @@ class ChannelReader:
 
     async def _keep_listening(self) -> None:
         delay = MIN_RECONNECT_DELAY_SECONDS
-        while True:
+        while not cancel_requested():
             link = _Link(self._connect())
             try:
                 await self._listen(link)
