@@ -19,8 +19,16 @@ from stockroom.config import Settings
 from stockroom.domain import users
 from tests.support.databases import empty_tables_sql, postgres_database, sqlite_database
 from tests.support.image_server import ImageServer, serve_images
+from tests.support.no_dns import names_unresolvable
 from tests.support.services import require
 from tests.support.settings import make_settings
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_dns() -> Iterator[None]:
+    """No name lookups leave the machine (tests/support/no_dns.py)."""
+    with names_unresolvable():
+        yield
 
 
 @pytest.fixture(autouse=True)
