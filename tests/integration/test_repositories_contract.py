@@ -96,7 +96,7 @@ async def add_product(
         product_name=name, product_price=Decimal(price), product_description=description, sku=sku
     )
     async with uows() as uow:
-        product_id = await uow.products.add(draft, user.id)
+        product_id = (await uow.products.add(draft, user.id)).id
         await uow.products.add_images(product_id, list(enumerate(images)))
         await uow.commit()
     return await get_product(uows, product_id)
@@ -325,6 +325,32 @@ async def test_a_sku_is_unique_per_user(uows: UnitOfWorkFactory) -> None:
         async with uows() as uow:
             await uow.products.update(other.id, ProductPatch(sku="S-1"))
     assert (await get_product(uows, other.id)).sku == "S-2"
+
+
+@pytest.mark.parametrize(
+    ("price", "sku", "description"),
+    [
+        ("0", None, None),
+        ("0.10", "S-1", ""),
+        ("19.99", "ÄÖ-1", "ü\nline"),
+        ("99999999.99", "x", "d"),
+    ],
+)
+async def test_add_returns_the_product_a_read_returns(
+    uows: UnitOfWorkFactory, price: str, sku: str | None, description: str | None
+) -> None:
+    """Creating a product answers with what `add` returned, not with a read: the two must
+    not differ in any field (a price's scale, a timestamp's precision or zone)."""
+    user = await add_user(uows)
+    draft = NewProduct("Lamp", Decimal(price), product_description=description, sku=sku)
+    async with uows() as uow:
+        added = await uow.products.add(draft, user.id)
+        await uow.commit()
+
+    read = await get_product(uows, added.id)
+    assert added == read
+    assert str(added.product_price) == str(read.product_price)
+    assert added.created_at.utcoffset() == read.created_at.utcoffset()
 
 
 async def test_a_deleted_product_takes_its_images_and_unlinks_their_jobs(

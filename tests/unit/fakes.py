@@ -182,7 +182,7 @@ class FakeProductRepository:
         self._db, self._t = db, tables
         self.searches: list[ProductQuery] = []  # what the service asked for, to assert on
 
-    async def add(self, draft: NewProduct, user_id: int) -> int:
+    async def add(self, draft: NewProduct, user_id: int) -> Product:
         now = self._db.clock()
         product = Product(
             id=next(self._db.ids),
@@ -196,7 +196,7 @@ class FakeProductRepository:
         )
         self._check_sku(product)
         self._t.products[product.id] = product
-        return product.id
+        return product
 
     async def get(self, product_id: int) -> Product | None:
         return self._t.products.get(product_id)
@@ -652,7 +652,7 @@ class FakeImportRepository:
         self, user_id: int, drafts: Sequence[NewProduct], now: datetime
     ) -> list[int]:
         repository = FakeProductRepository(self._db, self._t)
-        return [await repository.add(draft, user_id) for draft in drafts]
+        return [(await repository.add(draft, user_id)).id for draft in drafts]
 
     async def update_products(self, changes: Sequence[ProductFields], now: datetime) -> None:
         for change in changes:

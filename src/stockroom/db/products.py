@@ -60,7 +60,7 @@ class SqlProductRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
 
-    async def add(self, draft: NewProduct, user_id: int) -> int:
+    async def add(self, draft: NewProduct, user_id: int) -> Product:
         now = datetime.now(UTC)
         statement = (
             insert(products)
@@ -73,10 +73,11 @@ class SqlProductRepository:
                 created_at=now,
                 updated_at=now,
             )
-            .returning(products.c.id)
+            .returning(*products.c)
         )
         with _translate_sku_conflict():
-            return int((await self._conn.execute(statement)).scalar_one())
+            row = (await self._conn.execute(statement)).one()
+        return product_from(row._mapping, ())
 
     async def get(self, product_id: int) -> Product | None:
         rows = (await self._conn.execute(_GET_PRODUCT, {"product_id": product_id})).all()

@@ -152,7 +152,9 @@ class TokenRepository(Protocol):
 
 
 class ProductRepository(Protocol):
-    async def add(self, draft: NewProduct, user_id: int) -> int: ...
+    async def add(self, draft: NewProduct, user_id: int) -> Product:
+        """The product as stored (its id, its timestamps), without images."""
+        ...
 
     async def get(self, product_id: int) -> Product | None: ...
 

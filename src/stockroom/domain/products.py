@@ -91,18 +91,24 @@ async def create_product(
     async def create(uow: UnitOfWork) -> FirstResponse:
         if owner_id != actor.id and not await uow.users.exists(owner_id):
             raise UnknownUser(errors=[FieldError("user_id", "no user with this id")])
-        product_id = await uow.products.add(draft, owner_id)
-        image_ids = await uow.products.add_images(product_id, list(enumerate(draft.product_images)))
+        added = await uow.products.add(draft, owner_id)
+        urls = draft.product_images
+        image_ids = await uow.products.add_images(added.id, list(enumerate(urls)))
         await queue_product_images(
             uow,
             user_id=owner_id,
-            product_id=product_id,
-            images=list(zip(image_ids, draft.product_images, strict=True)),
+            product_id=added.id,
+            images=list(zip(image_ids, urls, strict=True)),
             request_id=request_id,
         )
-        product = await _get(uow, product_id)
+        # What a read would return now, without the read: new images are all pending.
+        images = (
+            ProductImage(image_id, position, url)
+            for position, (image_id, url) in enumerate(zip(image_ids, urls, strict=True))
+        )
+        product = replace(added, images=tuple(images))
         made.append(product)
-        return FirstResponse(201, render(product), f"/products/{product_id}")
+        return FirstResponse(201, render(product), f"/products/{added.id}")
 
     outcome = await create_once(uow, actor.id, CREATE_SCOPE, idempotency, create)
     return Created(outcome.response, None if outcome.replayed else made[-1], outcome.replayed)
