@@ -28,6 +28,7 @@ from stockroom.db.health import ping_database
 from stockroom.db.job_transitions import AsyncpgJobTransitions, UnitOfWorkJobTransitions
 from stockroom.db.lookups import AsyncpgLookups, UnitOfWorkLookups
 from stockroom.db.outbox_claims import AsyncpgOutboxClaims, UnitOfWorkOutboxClaims
+from stockroom.db.product_creations import AsyncpgProductCreations, UnitOfWorkProductCreations
 from stockroom.db.uow import SqlUnitOfWork
 from stockroom.domain import imports, jobs
 from stockroom.domain.effects import Effects
@@ -38,6 +39,7 @@ from stockroom.domain.ports import (
     Lookups,
     OutboxClaims,
     ProductCache,
+    ProductCreations,
     RateLimit,
     RateLimiter,
     UnitOfWork,
@@ -113,6 +115,15 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
             engine, on_outbox_commit=relay.wake if relay is not None else None, effects=effects
         )
 
+    def wake_relay() -> None:
+        if relay is not None:
+            relay.wake()
+
+    creations: ProductCreations = (
+        AsyncpgProductCreations(pool, wake_relay)
+        if pool is not None
+        else UnitOfWorkProductCreations(uow)
+    )
     through_uow = UnitOfWorkJobTransitions(uow)
     transitions: JobTransitions = (
         AsyncpgJobTransitions(pool, through_uow, effects) if pool is not None else through_uow
@@ -171,6 +182,7 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
         token_cache=token_cache,
         lookups=lookups,
         transitions=transitions,
+        creations=creations,
         readiness=readiness,
         rate_limiter=limiter,
         live=live,

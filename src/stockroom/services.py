@@ -17,6 +17,7 @@ from stockroom.domain.ports import (
     JobTransitions,
     Lookups,
     ProductCache,
+    ProductCreations,
     RateLimit,
     RateLimiter,
     TokenCache,
@@ -53,6 +54,7 @@ class Services:
     token_cache: TokenCache
     lookups: Lookups
     transitions: JobTransitions
+    creations: ProductCreations  # POST /products without an Idempotency-Key
     readiness: Mapping[str, ReadinessCheck]
     rate_limiter: RateLimiter
     live: LiveHub  # publishes job, image and import changes; GET /events subscribes

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from stockroom.db.lookups import UnitOfWorkLookups
+from stockroom.db.product_creations import UnitOfWorkProductCreations
 from stockroom.domain.csv_import import ImportRow
 from stockroom.domain.errors import (
     EmailTaken,
@@ -114,6 +115,9 @@ class FakeDatabase:
 
     def lookups(self) -> UnitOfWorkLookups:
         return UnitOfWorkLookups(self.uow)
+
+    def creations(self) -> UnitOfWorkProductCreations:
+        return UnitOfWorkProductCreations(self.uow)
 
     def set_image(self, image_id: int, **values: Any) -> None:
         """Stand in for the image pipeline: change a committed image row."""

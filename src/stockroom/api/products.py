@@ -13,6 +13,7 @@ from stockroom.api.deps import (
     CurrentUser,
     ReadUowDep,
     RequestId,
+    ServicesDep,
     UowDep,
     authenticated_user,
     get_services,
@@ -102,6 +103,7 @@ async def create_product(
     body: ProductCreate,
     user: CurrentUser,
     uow: UowDep,
+    services: ServicesDep,
     request_id: RequestId,
     idempotency: IdempotencyDep,
 ) -> Response:
@@ -114,7 +116,9 @@ async def create_product(
         user_id=body.user_id,
     )
     key = idempotency.for_body(products.fingerprint(draft))
-    created = await products.create_product(uow, user, draft, key, request_id, product_json)
+    created = await products.create_product(
+        uow, services.creations, user, draft, key, request_id, product_json
+    )
     return answer(created.response, replayed=created.replayed)
 
 

@@ -52,13 +52,16 @@ async def queue_product_images(
     images: Sequence[tuple[int, str]],
     request_id: str | None,
     queue: str = IMAGES_QUEUE,
+    job_ids: Sequence[str] | None = None,
 ) -> list[str]:
     """Add a job and an outbox row per (image_id, url), inside the caller's transaction;
-    on `queue` (a CSV import's images go on their own, apart from interactive ones)."""
+    on `queue` (a CSV import's images go on their own, apart from interactive ones). The
+    jobs take `job_ids` in order if given, new ids otherwise."""
     now = datetime.now(UTC)
+    ids = job_ids if job_ids is not None else [new_job_id() for _ in images]
     jobs = [
         ImageJob(
-            id=new_job_id(),
+            id=job_id,
             user_id=user_id,
             kind=JobKind.PRODUCT_IMAGE,
             status=JobStatus.QUEUED,
@@ -70,7 +73,7 @@ async def queue_product_images(
             source_url=url,
             request_id=request_id,
         )
-        for image_id, url in images
+        for job_id, (image_id, url) in zip(ids, images, strict=True)
     ]
     job_ids = [job.id for job in jobs]
     await uow.image_jobs.add_many(jobs)

@@ -151,6 +151,26 @@ class TokenRepository(Protocol):
         ...
 
 
+class ProductCreations(Protocol):
+    """A new product's rows in one transaction of their own: the product, its pending
+    images, their jobs (taking `job_ids` in order, on `queue`) and their outbox rows, the
+    relay woken once they commit. Apart from the unit of work so that PostgreSQL can write
+    them in one statement; a create that must check or keep more (another owner, an
+    Idempotency-Key) goes through the unit of work.
+
+    Returns the product as a read would find it; raises SkuTaken, and DatabaseUnavailable
+    when the database cannot be reached."""
+
+    async def create(
+        self,
+        draft: NewProduct,
+        owner_id: int,
+        job_ids: Sequence[str],
+        queue: str,
+        request_id: str | None,
+    ) -> Product: ...
+
+
 class ProductRepository(Protocol):
     async def add(self, draft: NewProduct, user_id: int) -> Product:
         """The product as stored (its id, its timestamps), without images."""
