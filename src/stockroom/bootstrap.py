@@ -22,24 +22,24 @@ from stockroom.adapters.live import LiveOptions, build_live_hub
 from stockroom.adapters.rate_limit import UnlimitedRateLimiter, build_rate_limiter
 from stockroom.adapters.storage import build_image_store
 from stockroom.config import Settings
+from stockroom.db.admissions import AsyncpgAdmissions, UnitOfWorkAdmissions
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.engine import create_engine
 from stockroom.db.health import ping_database
 from stockroom.db.job_transitions import AsyncpgJobTransitions, UnitOfWorkJobTransitions
 from stockroom.db.lookups import AsyncpgLookups, UnitOfWorkLookups
 from stockroom.db.outbox_claims import AsyncpgOutboxClaims, UnitOfWorkOutboxClaims
-from stockroom.db.product_creations import AsyncpgProductCreations, UnitOfWorkProductCreations
 from stockroom.db.uow import SqlUnitOfWork
 from stockroom.domain import imports, jobs
 from stockroom.domain.effects import Effects
 from stockroom.domain.live import LiveHub
 from stockroom.domain.ports import (
+    Admissions,
     ImageStore,
     JobTransitions,
     Lookups,
     OutboxClaims,
     ProductCache,
-    ProductCreations,
     RateLimit,
     RateLimiter,
     UnitOfWork,
@@ -119,10 +119,8 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
         if relay is not None:
             relay.wake()
 
-    creations: ProductCreations = (
-        AsyncpgProductCreations(pool, wake_relay)
-        if pool is not None
-        else UnitOfWorkProductCreations(uow)
+    admissions: Admissions = (
+        AsyncpgAdmissions(pool, wake_relay) if pool is not None else UnitOfWorkAdmissions(uow)
     )
     through_uow = UnitOfWorkJobTransitions(uow)
     transitions: JobTransitions = (
@@ -182,7 +180,7 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
         token_cache=token_cache,
         lookups=lookups,
         transitions=transitions,
-        creations=creations,
+        admissions=admissions,
         readiness=readiness,
         rate_limiter=limiter,
         live=live,

@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from stockroom.config import Settings
 from stockroom.domain.live import LiveHub
 from stockroom.domain.ports import (
+    Admissions,
     ImageStore,
     JobTransitions,
     Lookups,
     ProductCache,
-    ProductCreations,
     RateLimit,
     RateLimiter,
     TokenCache,
@@ -54,7 +54,7 @@ class Services:
     token_cache: TokenCache
     lookups: Lookups
     transitions: JobTransitions
-    creations: ProductCreations  # POST /products without an Idempotency-Key
+    admissions: Admissions  # POST /products without an Idempotency-Key
     readiness: Mapping[str, ReadinessCheck]
     rate_limiter: RateLimiter
     live: LiveHub  # publishes job, image and import changes; GET /events subscribes

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stockroom.db.product_creations import UnitOfWorkProductCreations
+from stockroom.db.admissions import UnitOfWorkAdmissions
 from stockroom.domain import products
 from stockroom.domain.models import Product, User
 from stockroom.domain.ports import UnitOfWork
@@ -11,9 +11,7 @@ from stockroom.domain.queries import NewProduct
 
 async def new_product(uow: UnitOfWork, actor: User, draft: NewProduct) -> Product:
     """Create without an Idempotency-Key, so the product is always made now (through `uow`:
-    tests/integration/test_product_creations_contract.py covers PostgreSQL's one statement)."""
-    created = await products.create_product(
-        uow, UnitOfWorkProductCreations(lambda: uow), actor, draft
-    )
+    tests/integration/test_admissions_contract.py covers PostgreSQL's one statement)."""
+    created = await products.create_product(uow, UnitOfWorkAdmissions(lambda: uow), actor, draft)
     assert created.product is not None
     return created.product

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from stockroom.db.admissions import UnitOfWorkAdmissions
 from stockroom.db.lookups import UnitOfWorkLookups
-from stockroom.db.product_creations import UnitOfWorkProductCreations
 from stockroom.domain.csv_import import ImportRow
 from stockroom.domain.errors import (
     EmailTaken,
@@ -116,8 +116,8 @@ class FakeDatabase:
     def lookups(self) -> UnitOfWorkLookups:
         return UnitOfWorkLookups(self.uow)
 
-    def creations(self) -> UnitOfWorkProductCreations:
-        return UnitOfWorkProductCreations(self.uow)
+    def admissions(self) -> UnitOfWorkAdmissions:
+        return UnitOfWorkAdmissions(self.uow)
 
     def set_image(self, image_id: int, **values: Any) -> None:
         """Stand in for the image pipeline: change a committed image row."""

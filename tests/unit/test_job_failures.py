@@ -28,7 +28,7 @@ async def test_a_failure_records_the_code_and_title_not_the_detail(
         user = await uow.users.add("alice@example.com", None, False)
         await uow.commit()
     draft = NewProduct("Lamp", Decimal("5"), product_images=("https://cdn.internal/a.jpg",))
-    product = (await products.create_product(db.uow(), db.creations(), user, draft)).product
+    product = (await products.create_product(db.uow(), db.admissions(), user, draft)).product
     (job_id,) = db.tables.jobs
     job = await image_jobs.start_job(UnitOfWorkJobTransitions(db.uow), db.uow(), job_id)
     assert job is not None

@@ -37,7 +37,7 @@ async def read(db: FakeDatabase, actor: User, product_id: int) -> bytes:
 
 async def lamp(db: FakeDatabase, owner: User) -> Product:
     draft = NewProduct(product_name="Lamp", product_price=Decimal("5"), product_images=("u",))
-    product = (await products.create_product(db.uow(), db.creations(), owner, draft)).product
+    product = (await products.create_product(db.uow(), db.admissions(), owner, draft)).product
     assert product is not None
     return product
 

@@ -65,7 +65,7 @@ async def admin(db: FakeDatabase) -> User:
 
 
 async def create(db: FakeDatabase, actor: User, draft: NewProduct = LAMP) -> Product:
-    product = (await products.create_product(db.uow(), db.creations(), actor, draft)).product
+    product = (await products.create_product(db.uow(), db.admissions(), actor, draft)).product
     assert product is not None
     return product
 
@@ -97,7 +97,7 @@ def test_owner_for_is_the_caller_unless_an_admin_names_someone() -> None:
 async def test_create_belongs_to_the_caller_with_pending_images_in_order(
     db: FakeDatabase, alice: User
 ) -> None:
-    created = await products.create_product(db.uow(), db.creations(), alice, LAMP)
+    created = await products.create_product(db.uow(), db.admissions(), alice, LAMP)
 
     product = created.product
     assert not created.replayed
@@ -197,8 +197,8 @@ async def test_list_shows_only_the_callers_products_unless_an_admin_asks(
 async def test_same_key_and_body_replays_the_first_product_and_creates_nothing(
     db: FakeDatabase, alice: User
 ) -> None:
-    first = await products.create_product(db.uow(), db.creations(), alice, LAMP, key(LAMP))
-    again = await products.create_product(db.uow(), db.creations(), alice, LAMP, key(LAMP))
+    first = await products.create_product(db.uow(), db.admissions(), alice, LAMP, key(LAMP))
+    again = await products.create_product(db.uow(), db.admissions(), alice, LAMP, key(LAMP))
 
     assert again.replayed
     assert again.product is None
@@ -215,7 +215,7 @@ async def test_a_replay_answers_the_first_response_not_the_product_as_it_is_now(
     the first answer said, and nothing of what the product became."""
     render = _render_description
     first = await products.create_product(
-        db.uow(), db.creations(), alice, LAMP, key(LAMP), render=render
+        db.uow(), db.admissions(), alice, LAMP, key(LAMP), render=render
     )
     assert first.product is not None
     await products.update_product(db.uow(), admin, first.product.id, ProductPatch(user_id=bob.id))
@@ -224,7 +224,7 @@ async def test_a_replay_answers_the_first_response_not_the_product_as_it_is_now(
     )
 
     again = await products.create_product(
-        db.uow(), db.creations(), alice, LAMP, key(LAMP), render=render
+        db.uow(), db.admissions(), alice, LAMP, key(LAMP), render=render
     )
 
     assert again.replayed
@@ -237,9 +237,9 @@ def _render_description(product: Product) -> bytes:
 
 async def test_an_expired_key_creates_anew(db: FakeDatabase, alice: User) -> None:
     short = replace(key(LAMP), ttl=timedelta(seconds=-1))
-    first = await products.create_product(db.uow(), db.creations(), alice, LAMP, short)
+    first = await products.create_product(db.uow(), db.admissions(), alice, LAMP, short)
     again = await products.create_product(
-        db.uow(), db.creations(), alice, replace(LAMP, sku="L-2"), short
+        db.uow(), db.admissions(), alice, replace(LAMP, sku="L-2"), short
     )
 
     assert not again.replayed
@@ -252,30 +252,30 @@ async def test_a_replay_with_another_token_of_the_caller_is_a_conflict(
     db: FakeDatabase, alice: User
 ) -> None:
     await products.create_product(
-        db.uow(), db.creations(), alice, LAMP, replace(key(LAMP), seal="token-1")
+        db.uow(), db.admissions(), alice, LAMP, replace(key(LAMP), seal="token-1")
     )
 
     with pytest.raises(IdempotencyKeyReused):
         await products.create_product(
-            db.uow(), db.creations(), alice, LAMP, replace(key(LAMP), seal="token-2")
+            db.uow(), db.admissions(), alice, LAMP, replace(key(LAMP), seal="token-2")
         )
 
 
 async def test_same_key_with_a_different_body_is_idempotency_key_reused(
     db: FakeDatabase, alice: User
 ) -> None:
-    await products.create_product(db.uow(), db.creations(), alice, LAMP, key(LAMP))
+    await products.create_product(db.uow(), db.admissions(), alice, LAMP, key(LAMP))
     other = replace(LAMP, product_price=Decimal("20.00"))
 
     with pytest.raises(IdempotencyKeyReused):
-        await products.create_product(db.uow(), db.creations(), alice, other, key(other))
+        await products.create_product(db.uow(), db.admissions(), alice, other, key(other))
 
     assert len(db.tables.products) == 1
 
 
 async def test_idempotency_keys_are_per_caller(db: FakeDatabase, alice: User, bob: User) -> None:
-    first = await products.create_product(db.uow(), db.creations(), alice, LAMP, key(LAMP))
-    theirs = await products.create_product(db.uow(), db.creations(), bob, LAMP, key(LAMP))
+    first = await products.create_product(db.uow(), db.admissions(), alice, LAMP, key(LAMP))
+    theirs = await products.create_product(db.uow(), db.admissions(), bob, LAMP, key(LAMP))
 
     assert not theirs.replayed
     assert theirs.product is not None
@@ -289,10 +289,10 @@ async def test_a_failed_create_does_not_burn_its_idempotency_key(
 ) -> None:
     await create(db, alice)  # takes sku L-1
     with pytest.raises(SkuTaken):
-        await products.create_product(db.uow(), db.creations(), alice, LAMP, key(LAMP))
+        await products.create_product(db.uow(), db.admissions(), alice, LAMP, key(LAMP))
     retry = replace(LAMP, sku="L-2")
 
-    created = await products.create_product(db.uow(), db.creations(), alice, retry, key(retry))
+    created = await products.create_product(db.uow(), db.admissions(), alice, retry, key(retry))
 
     assert not created.replayed
     assert db.tables.idempotency.keys() == {(alice.id, products.CREATE_SCOPE, "k-1")}

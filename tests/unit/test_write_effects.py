@@ -136,7 +136,9 @@ async def test_a_product_images_job_records_each_of_its_steps(
 
 
 async def test_a_standalone_jobs_steps_are_job_events(db: FakeDatabase, alice: User) -> None:
-    await jobs.submit_job(db.uow(), alice, jobs.NewJob(source_url=A), render=lambda job: b"")
+    await jobs.submit_job(
+        db.uow(), db.admissions(), alice, jobs.NewJob(source_url=A), render=lambda job: b""
+    )
     (job_id,) = db.tables.jobs
     transitions = UnitOfWorkJobTransitions(db.uow)
 

@@ -93,6 +93,7 @@ async def upload_job(
     await services.store.put(key, data, media_type)
     outcome = await jobs.submit_job(
         uow,
+        services.admissions,
         user,
         jobs.NewJob(source_key=key, operations=ops, callback_url=callback),
         render=accepted,

@@ -113,6 +113,7 @@ async def submit_job(
     }
     outcome = await jobs.submit_job(
         uow,
+        services.admissions,
         user,
         job,
         render=accepted,

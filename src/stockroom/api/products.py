@@ -117,7 +117,7 @@ async def create_product(
     )
     key = idempotency.for_body(products.fingerprint(draft))
     created = await products.create_product(
-        uow, services.creations, user, draft, key, request_id, product_json
+        uow, services.admissions, user, draft, key, request_id, product_json
     )
     return answer(created.response, replayed=created.replayed)
 

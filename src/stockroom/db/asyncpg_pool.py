@@ -87,6 +87,12 @@ class LazyAsyncpgPool:
         with _translate_connection_errors():
             return await pool.fetchrow(query, *args)
 
+    async def execute(self, query: str, *args: object) -> None:
+        """`pool.execute`, with an unreachable database as DatabaseUnavailable."""
+        pool = await self.ready()
+        with _translate_connection_errors():
+            await pool.execute(query, *args)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
         """A connection (an `asyncpg.Connection`) in a transaction, committed when the block

@@ -19,6 +19,28 @@ _UNFINISHED = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
 _OPEN = (JobStatus.UPLOADING.value, *_UNFINISHED)  # what may still fail
 
 
+def job_row(job: ImageJob) -> dict[str, Any]:
+    """The columns a new job's row is written with (db/admissions.py writes them too)."""
+    return {
+        "id": job.id,
+        "user_id": job.user_id,
+        "kind": job.kind.value,
+        "product_image_id": job.product_image_id,
+        "product_id": job.product_id,
+        "source_url": job.source_url,
+        "source_key": job.source_key,
+        "operations": orjson.dumps(job.operations).decode(),
+        "status": job.status.value,
+        "callback_url": job.callback_url,
+        "request_id": job.request_id,
+        "queue": job.queue,
+        "created_at": job.created_at,
+        "upload_expires_at": job.upload_expires_at,
+        "upload_content_type": job.upload_content_type,
+        "upload_token_hash": job.upload_token_hash,
+    }
+
+
 class SqlImageJobRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
@@ -29,27 +51,7 @@ class SqlImageJobRepository:
     async def add_many(self, jobs: Sequence[ImageJob]) -> None:
         if not jobs:
             return
-        rows = [
-            {
-                "id": job.id,
-                "user_id": job.user_id,
-                "kind": job.kind.value,
-                "product_image_id": job.product_image_id,
-                "product_id": job.product_id,
-                "source_url": job.source_url,
-                "source_key": job.source_key,
-                "operations": orjson.dumps(job.operations).decode(),
-                "status": job.status.value,
-                "callback_url": job.callback_url,
-                "request_id": job.request_id,
-                "queue": job.queue,
-                "created_at": job.created_at,
-                "upload_expires_at": job.upload_expires_at,
-                "upload_content_type": job.upload_content_type,
-                "upload_token_hash": job.upload_token_hash,
-            }
-            for job in jobs
-        ]
+        rows = [job_row(job) for job in jobs]
         await self._conn.execute(insert(image_jobs), rows)
 
     async def get(self, job_id: str) -> ImageJob | None:

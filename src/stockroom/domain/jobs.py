@@ -25,11 +25,11 @@ from stockroom.domain.errors import (
     UploadNotReady,
 )
 from stockroom.domain.idempotency import FirstResponse, IdempotencyKey, Outcome, create_once
-from stockroom.domain.image_jobs import JOBS_QUEUE, PROCESS_JOB, new_job_id
+from stockroom.domain.image_jobs import ACTOR_BY_QUEUE, JOBS_QUEUE, PROCESS_JOB, new_job_id
 from stockroom.domain.image_types import IMAGE_MEDIA_TYPES
 from stockroom.domain.models import ImageJob, JobKind, JobStatus, User
 from stockroom.domain.operations import Operation, operations_to_json
-from stockroom.domain.ports import UnitOfWork
+from stockroom.domain.ports import Admissions, UnitOfWork
 
 SUBMIT_SCOPE = "jobs.create"
 UPLOAD_SCOPE = "jobs.upload_url"
@@ -73,6 +73,7 @@ class JobPage:
 
 async def submit_job(
     uow: UnitOfWork,
+    admissions: Admissions,
     actor: User,
     job: NewJob,
     *,
@@ -82,8 +83,8 @@ async def submit_job(
 ) -> Outcome:
     """Queue one job for the caller; with a key, a retry answers the first response."""
 
-    async def create(uow: UnitOfWork) -> FirstResponse:
-        queued = ImageJob(
+    def queued() -> ImageJob:
+        return ImageJob(
             id=new_job_id(),
             user_id=actor.id,
             kind=JobKind.STANDALONE,
@@ -96,11 +97,28 @@ async def submit_job(
             callback_url=job.callback_url,
             request_id=request_id,
         )
-        await uow.image_jobs.add(queued)
-        await uow.outbox.add(queued.id, PROCESS_JOB, JOBS_QUEUE, request_id)
-        return FirstResponse(202, render(queued), f"/jobs/{queued.id}")
+
+    if idempotency is None:  # nothing to keep beside the rows: one statement on PostgreSQL
+        new = queued()
+        await admissions.submit_job(new)
+        return Outcome(_accepted(new, render), replayed=False)
+
+    async def create(uow: UnitOfWork) -> FirstResponse:
+        new = queued()
+        await write_job(uow, new)
+        return _accepted(new, render)
 
     return await create_once(uow, actor.id, SUBMIT_SCOPE, idempotency, create)
+
+
+def _accepted(job: ImageJob, render: Callable[[ImageJob], bytes]) -> FirstResponse:
+    return FirstResponse(202, render(job), f"/jobs/{job.id}")
+
+
+async def write_job(uow: UnitOfWork, job: ImageJob) -> None:
+    """A queued standalone job's row and its outbox row, inside the caller's transaction."""
+    await uow.image_jobs.add(job)
+    await uow.outbox.add(job.id, ACTOR_BY_QUEUE[job.queue], job.queue, job.request_id)
 
 
 def check_upload(content_type: str, size: int, max_bytes: int) -> None:

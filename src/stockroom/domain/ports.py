@@ -151,24 +151,30 @@ class TokenRepository(Protocol):
         ...
 
 
-class ProductCreations(Protocol):
-    """A new product's rows in one transaction of their own: the product, its pending
-    images, their jobs (taking `job_ids` in order, on `queue`) and their outbox rows, the
-    relay woken once they commit. Apart from the unit of work so that PostgreSQL can write
-    them in one statement; a create that must check or keep more (another owner, an
-    Idempotency-Key) goes through the unit of work.
+class Admissions(Protocol):
+    """The writes that admit new work, each in one transaction of its own with its outbox
+    rows, the relay woken once they commit: a product with its pending images and their
+    jobs, a standalone job. Apart from the unit of work so that PostgreSQL can write each in
+    one statement; a create that must check or keep more (another owner, an
+    Idempotency-Key whose record commits with the rows) goes through the unit of work.
 
-    Returns the product as a read would find it; raises SkuTaken, and DatabaseUnavailable
-    when the database cannot be reached."""
+    Both raise DatabaseUnavailable when the database cannot be reached."""
 
-    async def create(
+    async def create_product(
         self,
         draft: NewProduct,
         owner_id: int,
         job_ids: Sequence[str],
         queue: str,
         request_id: str | None,
-    ) -> Product: ...
+    ) -> Product:
+        """The product, its images (pending) and their jobs (taking `job_ids` in order, on
+        `queue`); returns the product as a read would find it. Raises SkuTaken."""
+        ...
+
+    async def submit_job(self, job: ImageJob) -> None:
+        """A standalone job, queued on its own queue."""
+        ...
 
 
 class ProductRepository(Protocol):

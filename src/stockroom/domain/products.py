@@ -21,7 +21,7 @@ from stockroom.domain.events import OutputsReleased, ProductChanged
 from stockroom.domain.idempotency import FirstResponse, IdempotencyKey, create_once, fingerprint_of
 from stockroom.domain.image_jobs import IMAGES_QUEUE, new_job_id, queue_product_images
 from stockroom.domain.models import Product, ProductImage, User
-from stockroom.domain.ports import ProductCreations, UnitOfWork
+from stockroom.domain.ports import Admissions, UnitOfWork
 from stockroom.domain.queries import UNSET, Cursor, NewProduct, ProductPatch, ProductQuery
 from stockroom.domain.queries import ProductSort as ProductSort
 from stockroom.domain.rules import price_problem, text_problem
@@ -77,7 +77,7 @@ def owner_for(actor: User, user_id: int | None) -> int:
 
 async def create_product(
     uow: UnitOfWork,
-    creations: ProductCreations,
+    admissions: Admissions,
     actor: User,
     draft: NewProduct,
     idempotency: IdempotencyKey | None = None,
@@ -90,8 +90,10 @@ async def create_product(
     job_ids = [new_job_id() for _ in draft.product_images]
     if idempotency is None and owner_id == actor.id:
         # Nothing to check or keep beside the rows: the short way, one statement on
-        # PostgreSQL (db/product_creations.py).
-        product = await creations.create(draft, owner_id, job_ids, IMAGES_QUEUE, request_id)
+        # PostgreSQL (db/admissions.py).
+        product = await admissions.create_product(
+            draft, owner_id, job_ids, IMAGES_QUEUE, request_id
+        )
         return Created(_created(product, render), product, replayed=False)
     made: list[Product] = []
 

@@ -1,10 +1,11 @@
-"""A new product's rows: `AsyncpgProductCreations` (one statement on the bare asyncpg pool)
-writes exactly what the unit-of-work implementation writes, on PostgreSQL, and answers with
+"""New work's rows: `AsyncpgAdmissions` (one statement each on the bare asyncpg pool) writes
+exactly what the unit-of-work implementation writes, on PostgreSQL; a product's answer is
 what a read then finds."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,13 +13,14 @@ import pytest
 from sqlalchemy import select
 from tests.support.databases import empty_tables_sql
 
+from stockroom.db.admissions import AsyncpgAdmissions, UnitOfWorkAdmissions
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
-from stockroom.db.product_creations import AsyncpgProductCreations, UnitOfWorkProductCreations
 from stockroom.db.tables import image_jobs, outbox, product_images, products
 from stockroom.domain import users
 from stockroom.domain.errors import SkuTaken
-from stockroom.domain.image_jobs import IMAGES_QUEUE, IMPORTS_QUEUE
-from stockroom.domain.ports import ProductCreations
+from stockroom.domain.image_jobs import IMAGES_QUEUE, IMPORTS_QUEUE, JOBS_QUEUE
+from stockroom.domain.models import ImageJob, JobKind, JobStatus
+from stockroom.domain.ports import Admissions
 from stockroom.domain.queries import NewProduct
 from stockroom.services import Services
 
@@ -35,9 +37,9 @@ def _comparable(row: Any) -> dict[str, Any]:
     return {k: v for k, v in row._mapping.items() if k not in _RUN_SPECIFIC}
 
 
-async def play(services: Services, creations: ProductCreations) -> list[object]:
-    """Three products (with images on each queue, and without), then a taken sku; what the
-    answers and the committed rows were."""
+async def play(services: Services, admissions: Admissions) -> list[object]:
+    """Three products (with images on each queue, and without), a taken sku, two standalone
+    jobs; what the answers and the committed rows were."""
     async with services.engine.begin() as connection:
         for statement in empty_tables_sql("postgresql"):
             await connection.exec_driver_sql(statement)
@@ -50,7 +52,7 @@ async def play(services: Services, creations: ProductCreations) -> list[object]:
     seen: list[object] = []
     for draft, queue in drafts:
         job_ids = [uuid.uuid4().hex for _ in draft.product_images]
-        product = await creations.create(draft, owner.id, job_ids, queue, "req-1")
+        product = await admissions.create_product(draft, owner.id, job_ids, queue, "req-1")
         async with services.read_uow() as uow:
             read = await uow.products.get(product.id)
         seen.append(product == read)
@@ -60,8 +62,25 @@ async def play(services: Services, creations: ProductCreations) -> list[object]:
         by_id = {row.id: row for row in jobs}
         seen.append([by_id[job_id].product_image_id for job_id in job_ids])
         seen.append([image.id for image in product.images])
+    taken = drafts[0][0]
     with pytest.raises(SkuTaken):
-        await creations.create(drafts[0][0], owner.id, [uuid.uuid4().hex] * 3, IMAGES_QUEUE, None)
+        await admissions.create_product(taken, owner.id, ["x"] * 3, IMAGES_QUEUE, None)
+    operations: list[dict[str, object]] = [{"op": "resize", "width": 800, "height": 800}]
+    for url, key in [(URLS[0], None), (None, "uploads/ab")]:
+        job = ImageJob(
+            uuid.uuid4().hex,
+            owner.id,
+            JobKind.STANDALONE,
+            JobStatus.QUEUED,
+            JOBS_QUEUE,
+            operations,
+            datetime.now(UTC),
+            callback_url="https://hooks.example.com/x",
+            request_id="req-2",
+            source_url=url,
+            source_key=key,
+        )
+        await admissions.submit_job(job)
     async with services.engine.connect() as conn:
         for table, order in [
             (products, [products.c.id]),
@@ -74,14 +93,14 @@ async def play(services: Services, creations: ProductCreations) -> list[object]:
     return seen
 
 
-async def test_asyncpg_creations_write_what_the_unit_of_work_writes(
+async def test_asyncpg_admissions_write_what_the_unit_of_work_writes(
     pg_services: Services, postgres_url: str
 ) -> None:
-    expected = await play(pg_services, UnitOfWorkProductCreations(pg_services.uow))
+    expected = await play(pg_services, UnitOfWorkAdmissions(pg_services.uow))
     woken: list[None] = []
     pool = LazyAsyncpgPool(postgres_url, 2)
     try:
-        got = await play(pg_services, AsyncpgProductCreations(pool, lambda: woken.append(None)))
+        got = await play(pg_services, AsyncpgAdmissions(pool, lambda: woken.append(None)))
     finally:
         await pool.close()
 
@@ -91,5 +110,5 @@ async def test_asyncpg_creations_write_what_the_unit_of_work_writes(
     assert answers[2::4] == answers[3::4]  # each job points at its image, in order
     outbox_rows = expected[-1]
     assert isinstance(outbox_rows, list)
-    assert len(outbox_rows) == 4  # three images, then one; none for "Bare"
-    assert len(woken) == 2  # once per product with images
+    assert len(outbox_rows) == 6  # three images, then one, none for "Bare"; two jobs
+    assert len(woken) == 4  # once per product with images, once per job

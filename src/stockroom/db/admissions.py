@@ -1,26 +1,30 @@
-"""A new product's rows (`ProductCreations`): on PostgreSQL, one statement on the bare
-asyncpg pool; elsewhere (SQLite, the unit tests' fakes) through a unit of work.
+"""The writes that admit new work (`Admissions`): a product with its images, a standalone
+job, each with its outbox rows. On PostgreSQL, one statement each on the bare asyncpg pool;
+elsewhere (SQLite, the unit tests' fakes) through a unit of work.
 
 Through the unit of work a product with its images is a transaction of six round trips
-(BEGIN, the product, its images, their jobs, their outbox rows, COMMIT), and on this path
-each round trip costs more CPU than the statement it carries. One statement with
-data-modifying CTEs writes the same rows atomically, without BEGIN or COMMIT. The SQL is
-written by hand; tests/integration/test_product_creations_contract.py holds both
-implementations to the same rows.
+(BEGIN, the product, its images, their jobs, their outbox rows, COMMIT), a job one of four,
+and on these paths each round trip costs more CPU than the statement it carries. One
+statement with data-modifying CTEs writes the same rows atomically, without BEGIN or
+COMMIT. The SQL is written by hand; tests/integration/test_admissions_contract.py holds
+both implementations to the same rows.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
 
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
+from stockroom.db.image_jobs import job_row
 from stockroom.db.products import product_from
 from stockroom.domain.errors import SkuTaken
 from stockroom.domain.image_jobs import ACTOR_BY_QUEUE
-from stockroom.domain.models import ImageStatus, JobKind, JobStatus, Product, ProductImage
+from stockroom.domain.jobs import write_job
+from stockroom.domain.models import ImageJob, ImageStatus, JobKind, JobStatus, Product, ProductImage
 from stockroom.domain.ports import UnitOfWorkFactory
 from stockroom.domain.products import write_new_product
 from stockroom.domain.queries import NewProduct
@@ -55,12 +59,27 @@ SELECT p.*, ARRAY(SELECT i.id FROM i ORDER BY i.position) AS image_ids FROM p
 """  # noqa: S608 (the only interpolations are our own enum values)
 
 
-class AsyncpgProductCreations:
+@functools.cache
+def _submit(columns: tuple[str, ...]) -> str:
+    """A job's row (`columns`, db/image_jobs.py's job_row) and its outbox row; the last
+    placeholder is the outbox row's actor."""
+    values = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+    return f"""
+WITH j AS (
+    INSERT INTO image_jobs ({", ".join(columns)}) VALUES ({values})
+    RETURNING id, queue, request_id, created_at
+)
+INSERT INTO outbox (job_id, actor, queue, request_id, created_at)
+SELECT j.id, ${len(columns) + 1}, j.queue, j.request_id, j.created_at FROM j
+"""  # noqa: S608 (the only interpolations are our own column names and placeholders)
+
+
+class AsyncpgAdmissions:
     def __init__(self, pool: LazyAsyncpgPool, on_outbox_commit: Callable[[], None]) -> None:
         self._pool = pool
         self._on_outbox_commit = on_outbox_commit  # wakes the relay, as a unit of work does
 
-    async def create(
+    async def create_product(
         self,
         draft: NewProduct,
         owner_id: int,
@@ -96,12 +115,17 @@ class AsyncpgProductCreations:
         )
         return product_from(row, images)
 
+    async def submit_job(self, job: ImageJob) -> None:
+        row = job_row(job)
+        await self._pool.execute(_submit(tuple(row)), *row.values(), ACTOR_BY_QUEUE[job.queue])
+        self._on_outbox_commit()
 
-class UnitOfWorkProductCreations:
+
+class UnitOfWorkAdmissions:
     def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
         self._uow_factory = uow_factory
 
-    async def create(
+    async def create_product(
         self,
         draft: NewProduct,
         owner_id: int,
@@ -113,3 +137,8 @@ class UnitOfWorkProductCreations:
             product = await write_new_product(uow, draft, owner_id, job_ids, queue, request_id)
             await uow.commit()
         return product
+
+    async def submit_job(self, job: ImageJob) -> None:
+        async with self._uow_factory() as uow:
+            await write_job(uow, job)
+            await uow.commit()
