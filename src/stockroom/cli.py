@@ -158,6 +158,7 @@ def serve(
         port=port,
         interface=Interfaces.ASGI,
         workers=workers,
+        backpressure=settings.max_concurrent_requests,
         factory=True,
         log_level=LogLevels(settings.log_level.lower()),
         log_dictconfig=_SERVER_LOGS,

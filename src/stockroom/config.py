@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # stream that falls this many events behind is dropped (it reconnects and catches up).
     events_url: str | None = None
     events_buffer_size: int = Field(256, ge=1, le=100_000)
+    # Requests one API process serves at once, open event streams included; more wait for
+    # a slot. Unset: the server's default (granian: its listen backlog, 1,024, / processes).
+    max_concurrent_requests: int | None = Field(None, ge=1, le=1_000_000)
 
     # How long a create's first response is kept for replay under its Idempotency-Key.
     idempotency_ttl_hours: int = Field(24, ge=1, le=24 * 30)
