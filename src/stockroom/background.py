@@ -4,11 +4,19 @@ live status's Redis subscribers): how to stop one for sure."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 log = structlog.get_logger("stockroom.background")
+
+
+class BackgroundTask(Protocol):
+    """What an API process starts after its startup and stops at shutdown."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 async def stop_task(task: asyncio.Task[Any] | None, *, every: float = 0.1) -> None:

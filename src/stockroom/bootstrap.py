@@ -21,6 +21,7 @@ from stockroom.adapters.cache import (
 from stockroom.adapters.live import LiveOptions, build_live_hub
 from stockroom.adapters.rate_limit import UnlimitedRateLimiter, build_rate_limiter
 from stockroom.adapters.storage import build_image_store
+from stockroom.background import BackgroundTask
 from stockroom.config import Settings
 from stockroom.db.admissions import AsyncpgAdmissions, UnitOfWorkAdmissions
 from stockroom.db.asyncpg_pool import LazyAsyncpgPool
@@ -29,6 +30,7 @@ from stockroom.db.health import ping_database
 from stockroom.db.job_transitions import AsyncpgJobTransitions, UnitOfWorkJobTransitions
 from stockroom.db.lookups import AsyncpgLookups, UnitOfWorkLookups
 from stockroom.db.outbox_claims import AsyncpgOutboxClaims, UnitOfWorkOutboxClaims
+from stockroom.db.outbox_notify import OutboxListener
 from stockroom.db.uow import SqlUnitOfWork
 from stockroom.domain import imports, jobs
 from stockroom.domain.effects import Effects
@@ -109,10 +111,17 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
         lookups=lookups,
     )
 
+    # A commit that wrote outbox rows wakes the relay: publish now, not at its next poll. In
+    # a process without a relay (a worker, a command) it wakes the API processes' relays, on
+    # PostgreSQL (db/outbox_notify.py).
+    notify_outbox = pool is not None and role not in _SERVES_HTTP
+
     def uow() -> UnitOfWork:
-        # A commit that wrote outbox rows wakes the relay: publish now, not at its next poll.
         return SqlUnitOfWork(
-            engine, on_outbox_commit=relay.wake if relay is not None else None, effects=effects
+            engine,
+            on_outbox_commit=relay.wake if relay is not None else None,
+            effects=effects,
+            notify_outbox=notify_outbox,
         )
 
     def wake_relay() -> None:
@@ -134,7 +143,7 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
     limiter: RateLimiter = UnlimitedRateLimiter()
     write_limit = auth_failure_limit = None
     broker: dramatiq.Broker | None = None
-    chores: list[Periodic] = []
+    chores: list[BackgroundTask] = []
     if role in _SERVES_HTTP:
         write_limit, auth_failure_limit = _rate_limits(settings)
         if write_limit is not None or auth_failure_limit is not None:
@@ -148,6 +157,9 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
         )
         relay = OutboxRelay(claims, task_queue)
         resources.push_async_callback(relay.stop)
+        if pool is not None:
+            chores.append(OutboxListener(settings.database_url, relay.wake))
+            resources.push_async_callback(chores[-1].stop)
         chores.append(
             Periodic(
                 "upload-expiry",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import dramatiq
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from stockroom.background import BackgroundTask
 from stockroom.config import Settings
 from stockroom.domain.live import LiveHub
 from stockroom.domain.ports import (
@@ -23,7 +24,6 @@ from stockroom.domain.ports import (
     TokenCache,
     UnitOfWorkFactory,
 )
-from stockroom.pipeline.periodic import Periodic
 from stockroom.pipeline.processing import PipelineContext
 from stockroom.pipeline.relay import OutboxRelay
 
@@ -62,7 +62,8 @@ class Services:
     auth_failure_limit: RateLimit | None = None
     broker: dramatiq.Broker | None = None  # API and embedded: the relay publishes on it
     relay: OutboxRelay | None = None
-    chores: tuple[Periodic, ...] = ()  # API and embedded: expiring direct uploads
+    # API and embedded: expiring direct uploads, finishing imports, the outbox listener.
+    chores: tuple[BackgroundTask, ...] = ()
     pipeline: PipelineContext | None = None  # worker and embedded
     resources: AsyncExitStack
 

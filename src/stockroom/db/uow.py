@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from stockroom.db.image_jobs import SqlImageJobRepository, SqlOutboxRepository
 from stockroom.db.imports import SqlImportRepository
+from stockroom.db.outbox_notify import NOTIFY_OUTBOX
 from stockroom.db.products import SqlProductRepository
 from stockroom.db.users import SqlIdempotencyRepository, SqlTokenRepository, SqlUserRepository
 from stockroom.db.webhooks import SqlWebhookRepository
@@ -38,9 +39,13 @@ class SqlUnitOfWork:
         *,
         read_only: bool = False,
         effects: RunEffects | None = None,
+        notify_outbox: bool = False,
     ) -> None:
         self._engine = engine
         self._read_only = read_only
+        # PostgreSQL: a commit that wrote outbox rows wakes the API processes' relays
+        # (db/outbox_notify.py); for processes without a relay of their own.
+        self._notify_outbox = notify_outbox
         self._on_outbox_commit = on_outbox_commit
         self._effects = effects
         self._events: list[DomainEvent] = []
@@ -91,6 +96,9 @@ class SqlUnitOfWork:
         assert self._tx is not None
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
+        if self.outbox.added and self._notify_outbox:
+            assert self._conn is not None
+            await self._conn.exec_driver_sql(NOTIFY_OUTBOX)  # delivered on commit
         await self._tx.commit()
         if self.outbox.added and self._on_outbox_commit is not None:
             self._on_outbox_commit()  # wake the relay: publish now, not at its next poll
