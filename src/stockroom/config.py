@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     import_max_rows: int = Field(100_000, ge=1)
     import_max_urls_per_row: int = Field(20, ge=1, le=20)
     import_batch_rows: int = Field(500, ge=1, le=10_000)
-    import_sweep_seconds: float = Field(1.0, gt=0)
+    import_sweep_seconds: float = Field(0.25, gt=0)
 
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
