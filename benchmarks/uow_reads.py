@@ -29,7 +29,7 @@ async def main() -> None:
     )
     u, _ = await users.create_user(s.uow(), email=f"ab{time.time()}@example.com")
     c = await products.create_product(
-        s.uow(), u, NewProduct(product_name="x", product_price=Decimal(1))
+        s.uow(), s.admissions, u, NewProduct(product_name="x", product_price=Decimal(1))
     )
     assert c.product is not None
     pid = c.product.id
