@@ -116,17 +116,14 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
     # PostgreSQL (db/outbox_notify.py).
     notify_outbox = pool is not None and role not in _SERVES_HTTP
 
-    def uow() -> UnitOfWork:
-        return SqlUnitOfWork(
-            engine,
-            on_outbox_commit=relay.wake if relay is not None else None,
-            effects=effects,
-            notify_outbox=notify_outbox,
-        )
-
-    def wake_relay() -> None:
+    def wake_relay() -> None:  # the relay is made below, for the roles that have one
         if relay is not None:
             relay.wake()
+
+    def uow() -> UnitOfWork:
+        return SqlUnitOfWork(
+            engine, on_outbox_commit=wake_relay, effects=effects, notify_outbox=notify_outbox
+        )
 
     admissions: Admissions = (
         AsyncpgAdmissions(pool, wake_relay) if pool is not None else UnitOfWorkAdmissions(uow)

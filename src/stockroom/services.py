@@ -54,7 +54,7 @@ class Services:
     token_cache: TokenCache
     lookups: Lookups
     transitions: JobTransitions
-    admissions: Admissions  # POST /products without an Idempotency-Key
+    admissions: Admissions  # POST /products and POST /jobs without an Idempotency-Key
     readiness: Mapping[str, ReadinessCheck]
     rate_limiter: RateLimiter
     live: LiveHub  # publishes job, image and import changes; GET /events subscribes
