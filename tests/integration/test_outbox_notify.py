@@ -5,7 +5,9 @@ reconnects."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -46,14 +48,23 @@ async def settled(wakes: Wakes, seconds: float = 0.3) -> int:
             return before
 
 
-async def test_a_commit_with_outbox_rows_elsewhere_wakes_the_relay(
-    pg_services: Services, postgres_url: str
-) -> None:
+@contextlib.asynccontextmanager
+async def listening(postgres_url: str) -> AsyncIterator[Wakes]:
+    """A listener that retries quickly, once it is listening (it wakes once on connect)."""
     wakes = Wakes()
     listener = OutboxListener(postgres_url, wakes, retry_seconds=0.1)
     listener.start()
     try:
-        await eventually(lambda: _at_least(wakes, 1))  # listening (it wakes once on connect)
+        await eventually(lambda: _at_least(wakes, 1))
+        yield wakes
+    finally:
+        await listener.stop()
+
+
+async def test_a_commit_with_outbox_rows_elsewhere_wakes_the_relay(
+    pg_services: Services, postgres_url: str
+) -> None:
+    async with listening(postgres_url) as wakes:
         before = await settled(wakes)
 
         await queue_one(pg_services)  # a CLI-role unit of work: it notifies
@@ -67,18 +78,12 @@ async def test_a_commit_with_outbox_rows_elsewhere_wakes_the_relay(
             await uow.outbox.add_many([uuid.uuid4().hex], "process_image", "images", None)
             await uow.commit()
         assert await settled(wakes, 0.5) == quiet
-    finally:
-        await listener.stop()
 
 
 async def test_the_listener_reconnects_when_its_connection_is_killed(
     pg_services: Services, postgres_url: str
 ) -> None:
-    wakes = Wakes()
-    listener = OutboxListener(postgres_url, wakes, retry_seconds=0.1)
-    listener.start()
-    try:
-        await eventually(lambda: _at_least(wakes, 1))
+    async with listening(postgres_url) as wakes:
         admin = await asyncpg.connect(asyncpg_dsn(postgres_url))
         try:
             killed = await admin.fetchval(
@@ -94,8 +99,6 @@ async def test_the_listener_reconnects_when_its_connection_is_killed(
         before = await settled(wakes)
         await queue_one(pg_services)
         await eventually(lambda: _at_least(wakes, before + 1), timeout=5)
-    finally:
-        await listener.stop()
 
 
 async def test_api_processes_listen_and_other_processes_notify(
