@@ -26,6 +26,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
             counted[name] += 1
             if name == "new_from_buffer" and kwargs.get("access") == "sequential":
                 counted["sequential"] += 1
+            if name == "thumbnail_buffer" or kwargs.get("shrink", 1) > 1:
+                counted["shrunk on load"] += 1
             return original(*args, **kwargs)
 
         return staticmethod(counting) if static else counting
@@ -65,17 +67,20 @@ def test_a_chain_loads_the_source_once_and_encodes_once(text: str, calls: Counte
     assert loads == 2, calls  # the header look in _inspect, then the pipeline's one load
     assert sum(calls[name] for name in _SAVES) == 1, calls
     if text.startswith(("resize", "force_resize")):
-        assert calls["thumbnail_buffer"] == 1  # shrink-on-load
+        assert calls["shrunk on load"] == 1
 
 
-def test_the_default_pipeline_loads_once_with_shrink_on_load(calls: Counter[str]) -> None:
-    source = photo_bytes(3000, 2000, "jpeg")
+@pytest.mark.parametrize(("width", "height"), [(3000, 2000), (5000, 3000)])
+def test_the_default_pipeline_loads_once_with_shrink_on_load(
+    width: int, height: int, calls: Counter[str]
+) -> None:
+    source = photo_bytes(width, height, "jpeg")
     calls.clear()
 
     process(source, None, jpeg_quality=50, max_pixels=50_000_000)
 
-    assert calls["thumbnail_buffer"] == 1
-    assert calls["new_from_buffer"] == 1  # the header look
+    assert calls["new_from_buffer"] + calls["thumbnail_buffer"] == 2, calls
+    assert calls["shrunk on load"] == 1
 
 
 def test_a_free_turn_then_a_shrink_loads_the_source_shrunk(calls: Counter[str]) -> None:
@@ -88,7 +93,7 @@ def test_a_free_turn_then_a_shrink_loads_the_source_shrunk(calls: Counter[str]) 
         jpeg_quality=50, max_pixels=50_000_000,
     )  # fmt: skip
 
-    assert calls["thumbnail_buffer"] == 1
-    assert calls["new_from_buffer"] == 1  # the header look
+    assert calls["shrunk on load"] == 1
+    assert calls["new_from_buffer"] + calls["thumbnail_buffer"] == 2  # and the header look
     assert calls["heifsave_buffer"] == 1
     assert (out.width, out.height) == (300, 200)

@@ -1,7 +1,7 @@
 """Run image operations with libvips: the default product pipeline and explicit job operations.
 
 Content is sniffed from the bytes, never from headers or names, and the pixel count is read
-from the header before any pixel is decoded. Resizes shrink on load (`thumbnail_buffer`), so a
+from the header before any pixel is decoded. Resizes shrink on load (`_thumbnail`), so a
 50 MP JPEG is never decoded at full size when the result is small. Importing this module blocks
 every libvips loader but the allowed formats' (see `block_other_loaders`). Only page 0 of a
 multi-page GIF, TIFF or HEIF is ever loaded: nothing here passes `n` or `page`.
@@ -130,11 +130,8 @@ def _default_pipeline(source: _Source, quality: int) -> ProcessedImage:
     removed losslessly. Otherwise lower qualities are tried; only a source in a format we do
     not serve (GIF, TIFF, HEIF) whose lossless re-encoding stays larger can break the rule.
     """
-    options: dict[str, object] = {"size": "down", "option_string": f"fail_on={_FAIL_ON}"}
-    if source.has_icc:
-        options["output_profile"] = "srgb"
-    image = pyvips.Image.thumbnail_buffer(source.data, DEFAULT_BOX, height=DEFAULT_BOX, **options)
-    image = _to_srgb(image)
+    options: dict[str, object] = {"output_profile": "srgb"} if source.has_icc else {}
+    image = _to_srgb(_thumbnail(source, DEFAULT_BOX, DEFAULT_BOX, size="down", **options))
     if image.hasalpha():
         image = image.copy_memory()  # the alpha check below must not decode the source twice
     fmt: ImageFormat = "jpeg"
@@ -218,11 +215,8 @@ def _load_for_turns(
     # past libvips' small line cache: "out of order read" on any real-size photo.
     rotates = any(isinstance(op, Rotate) for op in ops)
     if isinstance(first, Resize | ForceResize):
-        image = pyvips.Image.thumbnail_buffer(
-            source.data, first.width, height=first.height,
-            size="down" if isinstance(first, Resize) else "force",
-            option_string=f"fail_on={_FAIL_ON}",
-        )  # fmt: skip
+        size = "down" if isinstance(first, Resize) else "force"
+        image = _thumbnail(source, first.width, first.height, size=size)
         if rotates:
             image = image.copy_memory()  # the resized image, not the source
         return image, list(ops[1:])
@@ -246,10 +240,9 @@ def _load_for_placement(source: _Source, placement: Placement) -> tuple[pyvips.I
         ).autorot()
         return image, placement
     width, height = _oriented_size(source)
-    image = pyvips.Image.thumbnail_buffer(
-        source.data, max(1, round(width * scale)), height=max(1, round(height * scale)),
-        size="force", option_string=f"fail_on={_FAIL_ON}",
-    ).copy_memory()  # fmt: skip
+    image = _thumbnail(
+        source, max(1, round(width * scale)), max(1, round(height * scale)), size="force"
+    ).copy_memory()
     shrunk = (width / image.width, 0.0, 0.0, height / image.height, 0.0, 0.0)
     return image, Placement(compose(placement.matrix, shrunk), placement.width, placement.height)
 
@@ -278,6 +271,33 @@ def _place(image: pyvips.Image, placement: Placement) -> pyvips.Image:
     if (inner_w, inner_h) != (placement.width, placement.height):
         image = image.resize(kx, vscale=ky)
     return image
+
+
+def _thumbnail(
+    source: _Source, width: int, height: int, *, size: str, **options: object
+) -> pyvips.Image:
+    """`thumbnail_buffer` (oriented, fit in `width` x `height` or forced to it), except that
+    a JPEG is decoded at 1/2, 1/4 or 1/8 scale whenever that still leaves at least the
+    result's pixels, as imgproxy does. libvips' own thumbnail keeps a factor of two for its
+    final reduce, so it decodes up to four times the pixels for an output that, once encoded,
+    differs by a fraction of a dB (docs/performance.md, "The resize recipe")."""
+    oriented_width, oriented_height = _oriented_size(source)
+    x_shrink, y_shrink = oriented_width / width, oriented_height / height
+    if size == "force":
+        shrink, target = min(x_shrink, y_shrink), (width, height)
+    else:  # "down": fit in the box, never enlarged
+        shrink = max(x_shrink, y_shrink, 1.0)
+        target = (max(1, round(oriented_width / shrink)), max(1, round(oriented_height / shrink)))
+    factor = next((f for f in (8, 4, 2) if shrink >= f), 1)
+    if source.format != "jpeg" or factor == 1:
+        return pyvips.Image.thumbnail_buffer(
+            source.data, width, height=height, size=size,
+            option_string=f"fail_on={_FAIL_ON}", **options,
+        )  # fmt: skip
+    image = pyvips.Image.new_from_buffer(
+        source.data, "", shrink=factor, access="sequential", fail_on=_FAIL_ON
+    )
+    return image.thumbnail_image(target[0], height=target[1], size="force", **options)
 
 
 def _oriented_size(source: _Source) -> tuple[int, int]:
