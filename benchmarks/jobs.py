@@ -120,10 +120,10 @@ class JobsBenchmark:
                     await _warm(system, corpus, thumbor, names)
                     with BarePool(paths, WORKER_PROCESSES) as pool:
                         for shape in SHAPES:
-                            report.same_bytes[shape.name] = await asyncio.to_thread(
-                                pool.same_as_process, shape
+                            report.recipe_bytes[shape.name] = await asyncio.to_thread(
+                                pool.recipe_as_process, shape
                             )
-                        _log("bare window (naive, same-options, process(); both shapes)...")
+                        _log("bare window (naive, same-options, recipe, process(); both shapes)...")
                         windows.append(await bare_window(pool))
                         for index in range(rounds):
                             for shape in SHAPES:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from benchmarks import Row, SectionResult
-from benchmarks.bare import LOOPS, BareResult, Shape
+from benchmarks.bare import FIT_800, LOOPS, BareResult, Shape
 from benchmarks.job_runs import Burst
 from benchmarks.system import SERVICES, cpu_ms_per_image, percentile
 from benchmarks.thumbor import VERSION, ThumborWindow
@@ -37,7 +37,7 @@ class JobsReport:
         self.jobs = jobs
         self.clients = clients
         self.thumbor_missing: str | None = None
-        self.same_bytes: dict[str, bool] = {}
+        self.recipe_bytes: dict[str, bool] = {}
         self.memory: dict[str, dict[str, Any]] = {}
         self._lines: list[str] = []
         self._targets: dict[str, Any] = {}
@@ -61,7 +61,7 @@ class JobsReport:
         self._lines.append(f"machine busy before starting: {busy:.0f} % of one core (ours: 0)")
         self.result.notes.append(("Jobs ratios and targets", "\n".join(self._lines)))
         self.result.meta["targets"] = self._targets
-        self.result.meta["same_options_bytes_equal_process"] = self.same_bytes
+        self.result.meta["recipe_bytes_equal_process"] = self.recipe_bytes
         self.result.meta["memory"] = self.memory
         self.result.meta["side_by_side"] = {
             shape.name: {
@@ -108,6 +108,11 @@ class JobsReport:
             for i, burst in enumerate(bursts)
         ]
         ratio = statistics.median(ratios)
+        recipe_ratio = statistics.median(
+            burst.jobs_per_s
+            / statistics.mean([w["recipe", shape.name].images_per_s for w in windows[i : i + 2]])
+            for i, burst in enumerate(bursts)
+        )
         burst = median_by(bursts, lambda b: b.jobs_per_s)
         p99s = [
             percentile(b.latencies_ms, 0.99) if b.latencies_ms else float("inf") for b in bursts
@@ -145,11 +150,11 @@ class JobsReport:
             f"{len(ratios)}: {ratio:.2f} (target >= {TARGET_RATIO}: "
             f"{_met(ratio >= TARGET_RATIO, f'short by {TARGET_RATIO - ratio:.2f}')}); rounds "
             + ", ".join(f"{r:.2f}" for r in ratios)
-            + f"; {burst.jobs_per_s:.1f} jobs/s vs {anchor.images_per_s:.1f} images/s",
+            + f"; {burst.jobs_per_s:.1f} jobs/s vs {anchor.images_per_s:.1f} images/s; "
+            f"Stockroom / recipe loop (its own decode in bare libvips) {recipe_ratio:.2f}",
             f"{shape.name}: POST -> succeeded p99 {p99 / 1000:.2f} s, median of rounds "
             + ", ".join(f"{p / 1000:.2f}" for p in p99s)
-            + f" (target < {TARGET_P99_S:.0f} s: "
-            f"{_met(p99 < TARGET_P99_S * 1000, f'over by {p99 / 1000 - TARGET_P99_S:.2f} s')}); "
+            + f" ({self._p99_verdict(shape, p99, burst.jobs / anchor.images_per_s)}); "
             f"succeeded {ok}/{total} ({_met(ok == total)}); worker log medians: fetch "
             f"{burst.job_ms.get('image.fetched_median')} ms, whole job "
             f"{burst.job_ms.get('image.processed_median')} ms",
@@ -159,14 +164,15 @@ class JobsReport:
             f"{shape.name}: bytes/image naive {_kb(naive.bytes_per_image)}, same-options "
             f"{_kb(anchor.bytes_per_image)}, Stockroom {_kb(per_image)} = {bytes_ratio:.3f} x "
             f"naive (target <= {TARGET_BYTES}: {_met(bytes_ratio <= TARGET_BYTES)}); "
-            f"same-options output identical to process(): "
-            f"{'yes' if self.same_bytes.get(shape.name) else 'NO'}",
+            f"recipe loop output identical to process(): "
+            f"{'yes' if self.recipe_bytes.get(shape.name) else 'NO'}",
         ]
         self._targets[shape.name] = {
             "ratio": round(ratio, 3),
             "ratio_met": ratio >= TARGET_RATIO,
+            "ratio_to_recipe_loop": round(recipe_ratio, 3),
             "p99_s": round(p99 / 1000, 3),
-            "p99_met": p99 < TARGET_P99_S * 1000,
+            "p99_met": p99 < TARGET_P99_S * 1000 if shape == FIT_800 else None,
             "succeeded": f"{ok}/{total}",
             "bytes_vs_naive": round(bytes_ratio, 3),
             "bytes_met": bytes_ratio <= TARGET_BYTES,
@@ -175,6 +181,15 @@ class JobsReport:
         }
         if thumbs:
             self._thumbor(shape, bursts, thumbs, anchor, per_image)
+
+    @staticmethod
+    def _p99_verdict(shape: Shape, p99_ms: float, bare_s: float) -> str:
+        """The seed's p99 target is for its fit-800 load; a burst of larger outputs takes
+        longer than 3 s even in the bare loop on a slow machine."""
+        if shape != FIT_800:
+            return f"no target: the seed's is for fit 800; the bare loop takes {bare_s:.2f} s"
+        over = f"over by {p99_ms / 1000 - TARGET_P99_S:.2f} s"
+        return f"target < {TARGET_P99_S:.0f} s: {_met(p99_ms < TARGET_P99_S * 1000, over)}"
 
     def _thumbor(
         self,

@@ -246,7 +246,7 @@ class PipelineBenchmark:
                 _log("warming up the workers and the bare pool...")
                 await warm_up(system, corpus)
                 with BarePool(paths, WORKER_PROCESSES) as pool:
-                    same_bytes = await asyncio.to_thread(pool.same_as_process, DEFAULT_SHAPE)
+                    recipe_bytes = await asyncio.to_thread(pool.recipe_as_process, DEFAULT_SHAPE)
                     for loop in LOOPS:
                         _log(f"bare, 2 processes, {loop} loop...")
                         first[loop] = await asyncio.to_thread(pool.run, loop, DEFAULT_SHAPE, rounds)
@@ -287,14 +287,14 @@ class PipelineBenchmark:
                 for shape in PRODUCT_SHAPES
             },
         }
-        result.meta["same_options_bytes_equal_process"] = same_bytes
+        result.meta["recipe_bytes_equal_process"] = recipe_bytes
         result.meta["profile"] = profile_meta
         bare2 = median_by(bares, lambda b: b.images_per_s)
         first["same"] = bare2
         self._bare_rows(result, bare1, first)
         self._e2e_rows(result, e2es, ratios, bare2)
         self._other_rows(result, latencies, rss)
-        self._notes(result, bare1, first, e2es, ratios, latencies, rss, same_bytes)
+        self._notes(result, bare1, first, e2es, ratios, latencies, rss, recipe_bytes)
         result.notes.append(("Pipeline worker profile (py-spy)", profile_text))
         return result
 
@@ -392,7 +392,7 @@ class PipelineBenchmark:
         ratios: dict[ProductShape, list[float]],
         latencies: list[Latency],
         rss: dict[str, Any],
-        same_bytes: bool,
+        recipe_bytes: bool,
     ) -> None:
         anchor, naive = bare2["same"], bare2["naive"]
         lines = []
@@ -430,8 +430,8 @@ class PipelineBenchmark:
             f"bare loops, 2 processes, images/s: naive {naive.images_per_s:.1f}, same-options "
             f"{anchor.images_per_s:.1f} (median window), process() "
             f"{bare2['process'].images_per_s:.1f}; same-options / 1 process: "
-            f"{anchor.images_per_s / bare1.images_per_s:.2f}; same-options output identical to"
-            f" process(): {'yes' if same_bytes else 'NO'}",
+            f"{anchor.images_per_s / bare1.images_per_s:.2f}; recipe loop output identical to"
+            f" process(): {'yes' if recipe_bytes else 'NO'}",
             f"output bytes per image: naive {naive.bytes_per_image / 1000:.1f} kB, "
             f"same-options {anchor.bytes_per_image / 1000:.1f} kB, Stockroom "
             f"{e2e10.bytes_out / e2e10.images / 1000:.1f} kB = {bytes_ratio:.3f} x naive "
