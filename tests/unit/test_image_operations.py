@@ -295,3 +295,13 @@ def test_a_free_turn_to_avif_keeps_transparent_corners() -> None:
     assert image.hasalpha()
     assert image.getpoint(0, 0)[3] < 8
     assert image.getpoint(150, 150)[3] > 247
+
+
+def test_libvips_keeps_no_operation_of_a_finished_job() -> None:
+    """Every job brings new bytes: a cached operation would only pin its buffers."""
+    source = photo_bytes(800, 600)
+    run(source)
+    run(source, [Resize(100, 100), Convert("webp")])
+
+    assert pyvips.cache_get_max() == 0
+    assert pyvips.cache_get_size() == 0

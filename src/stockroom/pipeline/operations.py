@@ -2,9 +2,10 @@
 
 Content is sniffed from the bytes, never from headers or names, and the pixel count is read
 from the header before any pixel is decoded. Resizes shrink on load (`_thumbnail`), so a
-50 MP JPEG is never decoded at full size when the result is small. Importing this module blocks
-every libvips loader but the allowed formats' (see `block_other_loaders`). Only page 0 of a
-multi-page GIF, TIFF or HEIF is ever loaded: nothing here passes `n` or `page`.
+50 MP JPEG is never decoded at full size when the result is small. Importing this module
+blocks every libvips loader but the allowed formats' (see `block_other_loaders`) and turns
+libvips' operation cache off (`disable_operation_cache`). Only page 0 of a multi-page GIF,
+TIFF or HEIF is ever loaded: nothing here passes `n` or `page`.
 """
 
 from __future__ import annotations
@@ -85,6 +86,18 @@ def block_other_loaders() -> None:
 
 
 block_other_loaders()
+
+
+def disable_operation_cache() -> None:
+    """Turn libvips' operation cache off, process-wide, as imgproxy does. It keeps the last
+    100 operations (their source buffers and pixels) for a repeat call with the same
+    arguments; every job here brings new bytes, so it only holds memory. Runs at import."""
+    pyvips.cache_set_max(0)
+    pyvips.cache_set_max_mem(0)
+    pyvips.cache_set_max_files(0)
+
+
+disable_operation_cache()
 
 
 def process(
