@@ -24,9 +24,9 @@ from stockroom.db.products import product_from
 from stockroom.domain.errors import SkuTaken
 from stockroom.domain.image_jobs import ACTOR_BY_QUEUE
 from stockroom.domain.jobs import write_job
-from stockroom.domain.models import ImageJob, ImageStatus, JobKind, JobStatus, Product, ProductImage
+from stockroom.domain.models import ImageJob, ImageStatus, JobKind, JobStatus, Product
 from stockroom.domain.ports import UnitOfWorkFactory
-from stockroom.domain.products import write_new_product
+from stockroom.domain.products import pending_images, write_new_product
 from stockroom.domain.queries import NewProduct
 
 # $1 user, $2 sku, $3 name, $4 description, $5 price, $6 now, $7 image URLs in order,
@@ -109,11 +109,7 @@ class AsyncpgAdmissions:
             raise
         if urls:
             self._on_outbox_commit()
-        images = tuple(
-            ProductImage(image_id, position, url)
-            for position, (image_id, url) in enumerate(zip(row["image_ids"], urls, strict=True))
-        )
-        return product_from(row, images)
+        return product_from(row, pending_images(row["image_ids"], urls))
 
     async def submit_job(self, job: ImageJob) -> None:
         row = job_row(job)

@@ -58,7 +58,7 @@ async def queue_product_images(
     on `queue` (a CSV import's images go on their own, apart from interactive ones). The
     jobs take `job_ids` in order if given, new ids otherwise."""
     now = datetime.now(UTC)
-    ids = job_ids if job_ids is not None else [new_job_id() for _ in images]
+    ids = list(job_ids) if job_ids is not None else [new_job_id() for _ in images]
     jobs = [
         ImageJob(
             id=job_id,
@@ -75,10 +75,9 @@ async def queue_product_images(
         )
         for job_id, (image_id, url) in zip(ids, images, strict=True)
     ]
-    job_ids = [job.id for job in jobs]
     await uow.image_jobs.add_many(jobs)
-    await uow.outbox.add_many(job_ids, ACTOR_BY_QUEUE[queue], queue, request_id)
-    return job_ids
+    await uow.outbox.add_many(ids, ACTOR_BY_QUEUE[queue], queue, request_id)
+    return ids
 
 
 async def start_job(transitions: JobTransitions, uow: UnitOfWork, job_id: str) -> ImageJob | None:

@@ -130,12 +130,16 @@ async def write_new_product(
         queue=queue,
         job_ids=job_ids,
     )
-    # What a read would return now, without the read: new images are all pending.
-    images = (
+    return replace(added, images=pending_images(image_ids, urls))
+
+
+def pending_images(image_ids: Sequence[int], urls: Sequence[str]) -> tuple[ProductImage, ...]:
+    """A new product's images as a read would return them, without the read: all pending,
+    in the order of their URLs."""
+    return tuple(
         ProductImage(image_id, position, url)
         for position, (image_id, url) in enumerate(zip(image_ids, urls, strict=True))
     )
-    return replace(added, images=tuple(images))
 
 
 def _created(product: Product, render: Callable[[Product], bytes]) -> FirstResponse:
