@@ -5,7 +5,8 @@ from the header before any pixel is decoded. Resizes shrink on load (`_thumbnail
 50 MP JPEG is never decoded at full size when the result is small. Importing this module
 blocks every libvips loader but the allowed formats' (see `block_other_loaders`) and turns
 libvips' operation cache off (`disable_operation_cache`). Only page 0 of a multi-page GIF,
-TIFF or HEIF is ever loaded: nothing here passes `n` or `page`.
+TIFF or HEIF is ever loaded: nothing here passes `n` or `page`. An AVIF output over
+2048x2048 is written as a grid of tiles (`avif_grid.py`), so its encode memory is bounded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from stockroom.domain.operations import (
     Resize,
     Rotate,
 )
+from stockroom.pipeline.avif_grid import encode_grid, grid_tile_size
 from stockroom.pipeline.geometry import Placement, compose, has_free_angle, place
 from stockroom.pipeline.metadata import strip_metadata
 
@@ -356,7 +358,12 @@ def _encode(image: pyvips.Image, fmt: ImageFormat, quality: int) -> ProcessedIma
     elif fmt == "webp":
         data = image.webpsave_buffer(Q=quality, keep="none")
     else:
-        data = image.heifsave_buffer(Q=quality, compression="av1", effort=2, keep="none")
+        options = {"Q": quality, "compression": "av1", "effort": 2, "keep": "none"}
+        tile_size = grid_tile_size(image.width, image.height, alpha=image.hasalpha())
+        if tile_size is None:
+            data = image.heifsave_buffer(**options)
+        else:
+            data = encode_grid(image, tile_size, **options)
     content_type, extension = _MEDIA[fmt]
     return ProcessedImage(bytes(data), content_type, extension, image.width, image.height)
 
