@@ -256,12 +256,14 @@ class JobsReport:
                 f"({bare['peak_mb_before_encode']:.0f} before the encode)",
                 extra=bare,
             )
-            raised = self.memory.get("raised", {})
+            # The fresh worker's job when there is one (BENCH_JOBS_RAISED_MAX_PIXELS), else
+            # the one after the bursts.
+            job = self.memory.get("raised") or self.memory.get("configured", {})
             self._lines.append(
                 f"AVIF (effort 2) per output MP: bare encode alone "
                 f"{bare['encode_ms_per_megapixel']} ms (CPU {bare['encode_cpu_ms_per_megapixel']}"
                 f" ms), bare whole recipe "
                 f"{(bare['pixels_ms'] + bare['encode_ms']) / bare['output_megapixels']:.1f} ms, "
-                f"Stockroom whole job {raised.get('processing_ms_per_output_megapixel')} ms; "
+                f"Stockroom whole job {job.get('processing_ms_per_output_megapixel')} ms; "
                 f"bare peak RSS {bare['peak_mb']:.0f} MB"
             )
