@@ -263,6 +263,15 @@ async def test_sigkill_of_a_worker_mid_batch_still_processes_every_image_once(
     assert victim not in wait_for_children(worker, 2)  # the supervisor replaced it
 
 
+def test_worker_processes_start_with_two_malloc_arenas(
+    worker: int, worker_env: dict[str, str]
+) -> None:
+    assert "MALLOC_ARENA_MAX" not in worker_env
+    for child in wait_for_children(worker, 2):
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        assert b"MALLOC_ARENA_MAX=2" in environ
+
+
 async def test_sigkill_of_a_worker_mid_batch_loses_no_standalone_job(
     api: tuple[FastAPI, httpx.AsyncClient], images: ImageServer, worker: int
 ) -> None:
