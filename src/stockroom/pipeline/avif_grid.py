@@ -28,7 +28,10 @@ import pyvips
 GRID_ABOVE_PIXELS = 2048 * 2048
 TILE = 512
 _MAX_ITEMS = 256  # libheif's default security limit on the items of one file
-_MIN_TILE = 64  # MIAF: a grid's tiles are at least 64x64, and should be multiples of 64
+# MIAF: a grid's tiles are at least 64x64 (and "should" be multiples of 64, which would
+# pad a 2049-pixel side to 2240: Chromium and libavif take any size)
+_MIN_TILE = 64
+_BLOCK = 8  # AV1 codes 8x8 blocks at the least: a frame of another size is padded anyway
 _ALPHA_URN = b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha"
 
 
@@ -60,19 +63,28 @@ def grid_tile_size(width: int, height: int, *, alpha: bool) -> tuple[int, int] |
     """The tile size for a `width` x `height` image, or None when it is written whole: it
     has at most `GRID_ABOVE_PIXELS`, or a side too small for MIAF's 64-pixel tiles.
 
-    Tiles are `TILE` pixels square, larger when that many would pass libheif's limit on
-    items in a file (an alpha grid doubles them), and even-sized, so that 4:2:0 chroma never
-    straddles two tiles. A side shorter than a tile gives tiles of its (even) length."""
+    Tiles are at most `TILE` pixels a side, or larger where that many would pass libheif's
+    limit on items in a file (an alpha grid doubles them); each side is then split into
+    that many equal tiles, rounded up to AV1's 8-pixel blocks, so that the padding the grid
+    crops away stays under 8 pixels a tile (512-pixel tiles on a 2049-pixel side would
+    encode a fifth more pixels than the image has). Multiples of 8 are even: 4:2:0 chroma
+    never straddles two tiles."""
     if width * height <= GRID_ABOVE_PIXELS:
         return None
     most = (_MAX_ITEMS - 2) // 2 if alpha else _MAX_ITEMS - 1  # the grid items count too
     side = TILE
     while math.ceil(width / side) * math.ceil(height / side) > most:
         side += _MIN_TILE
-    tile_width, tile_height = min(side, _even(width)), min(side, _even(height))
+    tile_width, tile_height = _balanced(width, side), _balanced(height, side)
     if min(tile_width, tile_height) < _MIN_TILE:
         return None
     return tile_width, tile_height
+
+
+def _balanced(size: int, side: int) -> int:
+    """The length of the fewest equal tiles of at most `side` that cover `size`, in 8s."""
+    count = math.ceil(size / side)
+    return min(side, -(-math.ceil(size / count) // _BLOCK) * _BLOCK)
 
 
 def encode_grid(image: pyvips.Image, tile_size: tuple[int, int], **save: object) -> bytes:
@@ -99,10 +111,6 @@ def encode_grid(image: pyvips.Image, tile_size: tuple[int, int], **save: object)
             tiles.append(_read_tile(bytes(tile.heifsave_buffer(**save))))
         del strip
     return _write_grid(tiles, image.width, image.height, columns, rows)
-
-
-def _even(size: int) -> int:
-    return size + size % 2
 
 
 # Reading one tile file -------------------------------------------------------------------
