@@ -158,9 +158,9 @@ def limit_malloc_arenas(environment: MutableMapping[str, str]) -> None:
 
     glibc gives threads that allocate at once heaps of their own, up to 8 per core, and
     keeps what libvips frees in each for reuse there: a worker's RSS grows with its arenas
-    (docs/performance.md: ~60 MB less after a burst, ~80 MB less at a large job's peak, the
-    same CPU). glibc reads MALLOC_ARENA_MAX when a process starts, so it is set here, in the
-    environment the spawned worker processes inherit."""
+    (two arenas, measured side by side with glibc's default: docs/performance.md). glibc
+    reads MALLOC_ARENA_MAX when a process starts, so it is set here, in the environment the
+    spawned worker processes inherit."""
     environment.setdefault("MALLOC_ARENA_MAX", "2")
 
 

@@ -1,7 +1,7 @@
 """Large AVIF images as grids of tiles, so that the encoder never holds the whole image.
 
 libvips' AVIF saver hands the whole image to one AV1 encode, whose memory grows with the
-pixels (about a gigabyte for 36 MP); and one AV1 frame cannot exceed 35.6 MP at AV1's
+pixels (docs/performance.md); and one AV1 frame cannot exceed 35.6 MP at AV1's
 highest level. HEIF's grid derivation (ISO/IEC 23008-12, 6.6.2.3; MIAF, 7.3.11.4) is the
 standard way out, the one libavif's `--grid` and every HEIC camera use: the file holds
 equal tiles, each its own AV1 image, and a `grid` item that says how to lay them out and
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import pyvips
 
-# Larger images are written as grids: a whole 2048x2048 image costs the encoder about
-# 100 MB, and smaller tiles cost less memory and no more CPU or bytes (docs/performance.md).
+# Larger images are written as grids: the encoder's memory follows the pixels it is handed,
+# and smaller tiles cost less of it and no more CPU or bytes (docs/performance.md).
 GRID_ABOVE_PIXELS = 2048 * 2048
 TILE = 512
 _MAX_ITEMS = 256  # libheif's default security limit on the items of one file
@@ -102,10 +102,9 @@ def encode_grid(image: pyvips.Image, tile_size: tuple[int, int], **save: object)
     for row in range(rows):
         top = row * tile_height
         strip = image.crop(0, top, image.width, min(tile_height, image.height - top))
-        strip = strip.copy_memory()
         if strip.width < columns * tile_width or strip.height < tile_height:
             strip = strip.embed(0, 0, columns * tile_width, tile_height, extend="copy")
-            strip = strip.copy_memory()
+        strip = strip.copy_memory()  # computed once, then cut into tiles
         for column in range(columns):
             tile = strip.crop(column * tile_width, 0, tile_width, tile_height)
             tiles.append(_read_tile(bytes(tile.heifsave_buffer(**save))))
@@ -118,7 +117,7 @@ def encode_grid(image: pyvips.Image, tile_size: tuple[int, int], **save: object)
 
 def _read_tile(data: bytes) -> _Tile:
     """The primary image of an AVIF file and its alpha image, if it has one."""
-    top = dict(_top_boxes(data))
+    top = dict(_boxes(data, 0, len(data)))
     if b"meta" not in top:
         raise GridError("the tile file has no meta box")
     start, end = top[b"meta"]
@@ -167,10 +166,6 @@ def _boxes_from(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int,
             raise GridError(f"the {kind!r} box has a wrong size")
         yield kind, start, (start + header, start + size)
         start += size
-
-
-def _top_boxes(data: bytes) -> Iterator[tuple[bytes, tuple[int, int]]]:
-    return _boxes(data, 0, len(data))
 
 
 def _read_pitm(data: bytes, start: int, end: int) -> int:
@@ -319,9 +314,11 @@ class _Item:
 class _Layout:
     items: list[_Item] = field(default_factory=list)
 
-    def add(self, kind: bytes, properties: Sequence[_Property], data: bytes, **flags: bool) -> int:
-        item = _Item(len(self.items) + 1, kind, flags.get("hidden", False),
-                     list(properties), data, flags.get("in_idat", False))  # fmt: skip
+    def add(
+        self, kind: bytes, properties: Sequence[_Property], data: bytes,
+        *, hidden: bool = False, in_idat: bool = False,
+    ) -> int:  # fmt: skip
+        item = _Item(len(self.items) + 1, kind, hidden, list(properties), data, in_idat)
         self.items.append(item)
         return item.id
 
