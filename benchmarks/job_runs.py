@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections import Counter
@@ -14,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import httpx
+import orjson
 
 from benchmarks.bare import Shape
 from benchmarks.load import CpuWatch
+from benchmarks.load_client import LoadClient
 from benchmarks.rss import RssSampler, status_kb
 from benchmarks.system import PipelineError, System, worker_log_times
 
@@ -57,7 +57,7 @@ def _timestamp(value: str | None) -> float | None:
     return datetime.fromisoformat(value).timestamp() if value else None
 
 
-async def _wait_done(http: httpx.AsyncClient, job_id: str, deadline: float) -> dict[str, Any]:
+async def _wait_done(http: LoadClient, job_id: str, deadline: float) -> dict[str, Any]:
     while True:
         response = await http.get(f"/jobs/{job_id}")
         if response.status_code != 200:
@@ -70,11 +70,20 @@ async def _wait_done(http: httpx.AsyncClient, job_id: str, deadline: float) -> d
         await asyncio.sleep(POLL_S)
 
 
+# A job's `data:` line holds `"status":"succeeded"` (orjson, no spaces) once it has ended:
+# only those are parsed, as a client waiting for results would.
+_ENDED = tuple(f'"status":"{status}"'.encode() for status in DONE)
+
+
+def _ended(line: bytes) -> bool:
+    return any(status in line for status in _ENDED)
+
+
 class _Ended:
     """The jobs a GET /events stream has seen end, by id (the stream's `event: job` data is
     the job as GET /jobs/{id} returns it). Reconnects with Last-Event-ID if cut."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: LoadClient) -> None:
         self._http = http
         self.jobs: dict[str, dict[str, Any]] = {}
         self.changed = asyncio.Event()
@@ -95,18 +104,20 @@ class _Ended:
             headers = {"Accept": "text/event-stream"}
             if self._last_id is not None:
                 headers["Last-Event-ID"] = self._last_id
-            async with self._http.stream("GET", "/events", headers=headers, timeout=None) as r:
-                if r.status_code != 200:
-                    raise PipelineError(f"GET /events: {r.status_code}")
+            async with self._http.stream("/events", headers) as response:
+                if response.status != 200:
+                    raise PipelineError(f"GET /events: {response.status}")
                 self.connected.set()  # the response starts once the subscription is confirmed
-                async for line in r.aiter_lines():
-                    if line.startswith("id: "):
-                        self._last_id = line[4:]
-                    elif line.startswith("data: "):
-                        job = json.loads(line[6:])
-                        if job.get("status") in DONE and "operations" in job:
-                            self.jobs[job["id"]] = job
-                            self.changed.set()
+                kind = b""
+                async for line in response.content:
+                    if line.startswith(b"id: "):
+                        self._last_id = line[4:].decode().strip()
+                    elif line.startswith(b"event: "):
+                        kind = line[7:].strip()
+                    elif kind == b"job" and line.startswith(b"data: ") and _ended(line):
+                        job = orjson.loads(line[6:])
+                        self.jobs[job["id"]] = job
+                        self.changed.set()
 
     async def wait(self, job_ids: list[str], deadline: float) -> list[dict[str, Any]]:
         while not all(job_id in self.jobs for job_id in job_ids):
@@ -122,51 +133,69 @@ class _Ended:
         return [self.jobs[job_id] for job_id in job_ids]
 
 
-async def _client(
-    system: System, names: list[str], shape: Shape, deadline: float
-) -> tuple[list[dict[str, Any]], float]:
-    """Submit every name, then wait until each job ends; (jobs, last answer)."""
-    async with system.client() as http:
-        ended = _Ended(http)
-        follower = asyncio.create_task(ended.follow()) if WAIT == "events" else None
-        try:
-            if follower is not None:
-                await asyncio.wait_for(ended.connected.wait(), 30)
-                if ended.failure is not None:
-                    raise PipelineError(f"GET /events failed: {ended.failure!r}")
-            sent = []
-            for name in names:
-                at = time.time()
-                job_id = await system.submit_job(name, shape.operations_json(), http=http)
-                sent.append((job_id, at))
-            submitted = time.time()
-            if follower is not None:
-                bodies = await ended.wait([job_id for job_id, _ in sent], deadline)
-            else:
-                bodies = [await _wait_done(http, job_id, deadline) for job_id, _ in sent]
-        finally:
-            if follower is not None:
-                follower.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await follower
-    done = [{**body, "sent": at} for body, (_, at) in zip(bodies, sent, strict=True)]
-    return done, submitted
+class _Client:
+    """One simulated client: its own connections and, with WAIT=events, its own stream,
+    opened (and the subscription confirmed) before the burst starts."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.http = system.client()
+        self.ended = _Ended(self.http)
+        self._follower: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        if WAIT == "events":
+            self._follower = asyncio.create_task(self.ended.follow())
+            await asyncio.wait_for(self.ended.connected.wait(), 30)
+            if self.ended.failure is not None:
+                raise PipelineError(f"GET /events failed: {self.ended.failure!r}")
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        await self.http.aclose()
+
+    async def run(
+        self, names: list[str], shape: Shape, deadline: float
+    ) -> tuple[list[dict[str, Any]], float]:
+        """Submit every name, then wait until each job ends; (jobs, last answer)."""
+        sent = []
+        for name in names:
+            at = time.time()
+            job_id = await self.system.submit_job(name, shape.operations_json(), http=self.http)
+            sent.append((job_id, at))
+        submitted = time.time()
+        if self._follower is not None:
+            bodies = await self.ended.wait([job_id for job_id, _ in sent], deadline)
+        else:
+            bodies = [await _wait_done(self.http, job_id, deadline) for job_id, _ in sent]
+        done = [{**body, "sent": at} for body, (_, at) in zip(bodies, sent, strict=True)]
+        return done, submitted
 
 
 async def job_burst(system: System, names: list[str], shape: Shape, clients: int) -> Burst:
-    """Every name as one job of `shape`, `clients` clients submitting at once."""
+    """Every name as one job of `shape`, `clients` clients submitting at once. The window
+    starts at the first POST: the clients' connections and streams are opened before it."""
     log_offset = system.logs["worker"].stat().st_size
-    watch = CpuWatch(system.cpu_groups())
-    watch.start()
-    started_wall, started = time.time(), time.perf_counter()
-    deadline = time.monotonic() + 600
-    results = await asyncio.gather(
-        *(_client(system, names[i::clients], shape, deadline) for i in range(clients))
-    )
-    cpu_seconds = time.perf_counter() - started
-    cpu = watch.stop(cpu_seconds)
+    users = [_Client(system) for _ in range(clients)]
+    try:
+        await asyncio.gather(*(user.open() for user in users))
+        watch = CpuWatch(system.cpu_groups())
+        watch.start()
+        started = time.perf_counter()
+        deadline = time.monotonic() + 600
+        results = await asyncio.gather(
+            *(user.run(names[i::clients], shape, deadline) for i, user in enumerate(users))
+        )
+        cpu_seconds = time.perf_counter() - started
+        cpu = watch.stop(cpu_seconds)
+    finally:
+        await asyncio.gather(*(user.close() for user in users))
     jobs = [job for done, _ in results for job in done]
-    finished = [_timestamp(job["finished_at"]) or started_wall for job in jobs]
+    first_post = min(job["sent"] for job in jobs)
+    finished = [_timestamp(job["finished_at"]) or first_post for job in jobs]
     latencies = [
         (end - job["sent"]) * 1000
         for job, end in zip(jobs, finished, strict=True)
@@ -177,8 +206,8 @@ async def job_burst(system: System, names: list[str], shape: Shape, clients: int
     return Burst(
         shape=shape,
         jobs=len(jobs),
-        seconds=max(finished) - started_wall,
-        submit_seconds=max(submitted for _, submitted in results) - started_wall,
+        seconds=max(finished) - first_post,
+        submit_seconds=max(submitted for _, submitted in results) - first_post,
         latencies_ms=latencies,
         statuses=Counter(job["status"] for job in jobs),
         error_codes=Counter(job["error_code"] for job in jobs if job["error_code"]),

@@ -36,13 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
-
 from benchmarks import RESULTS_DIR, Options, Row, SectionResult
 from benchmarks.bare import DEFAULT_SHAPE, LOOPS, BarePool, BareResult
 from benchmarks.benchvenv import ToolUnavailable
 from benchmarks.corpus import load_or_build
 from benchmarks.load import CpuWatch, busy_cores, cpu_note
+from benchmarks.load_client import LoadClient
 from benchmarks.probes import Latency, big_image_rss, latency_sample, one_image_latency
 from benchmarks.profiling import py_spy, summarise, summary_text, thread_cpu
 from benchmarks.system import (
@@ -102,7 +101,7 @@ class EndToEnd:
 
 
 async def _post_all(
-    system: System, batches: list[list[str]], shape: ProductShape, http: httpx.AsyncClient
+    system: System, batches: list[list[str]], shape: ProductShape, http: LoadClient
 ) -> list[int]:
     return [await system.post(batch, closing=shape.closing, http=http) for batch in batches]
 

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 
 from benchmarks import RESULTS_DIR
 from benchmarks.corpus import Corpus
 from benchmarks.load import pids_named, process_tree
+from benchmarks.load_client import LoadClient
 from benchmarks.seed import recreate_database
 from benchmarks.servers import free_port, production_env, stop, wait_healthy
 
@@ -58,7 +58,7 @@ class System:
     worker: subprocess.Popen[bytes]
     files: list[subprocess.Popen[bytes]]
     db: asyncpg.Connection
-    http: httpx.AsyncClient
+    http: LoadClient  # the bench's own calls; each simulated client has its own
     worker_command: list[str]
     worker_env: dict[str, str]
     posted: int = 0
@@ -85,7 +85,7 @@ class System:
         return f"{base}/{name}?n={self.posted}"
 
     async def post(
-        self, names: list[str], *, closing: bool = False, http: httpx.AsyncClient | None = None
+        self, names: list[str], *, closing: bool = False, http: LoadClient | None = None
     ) -> int:
         """POST one product with these corpus images (unique URLs); returns its id."""
         urls = [self.unique_url(name, closing=closing) for name in names]
@@ -94,7 +94,7 @@ class System:
             "product_price": "10.00",
             "product_images": urls,
         }
-        response = await (http or self.http).post("/products", json=body)
+        response = await (http or self.http).post_json("/products", body)
         if response.status_code != 201:
             raise PipelineError(f"POST /products: {response.status_code} {response.text[:500]}")
         product_id: int = response.json()["id"]
@@ -105,23 +105,21 @@ class System:
         name: str,
         operations: list[dict[str, Any]] | None,
         *,
-        http: httpx.AsyncClient | None = None,
+        http: LoadClient | None = None,
     ) -> str:
         """POST /jobs for the corpus file `name` (a unique URL); returns the job id."""
         body: dict[str, Any] = {"image_url": self.unique_url(name)}
         if operations is not None:
             body["operations"] = operations
-        response = await (http or self.http).post("/jobs", json=body)
+        response = await (http or self.http).post_json("/jobs", body)
         if response.status_code != 202:
             raise PipelineError(f"POST /jobs: {response.status_code} {response.text[:500]}")
         job_id: str = response.json()["id"]
         return job_id
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> LoadClient:
         """A client of its own (its own connections), authorised as the bench user."""
-        return httpx.AsyncClient(
-            base_url=self.api_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60
-        )
+        return LoadClient(self.api_url, self.token)
 
     async def wait_ready(
         self, product_ids: list[int], expected: int, timeout: float, poll: float = 0.02
@@ -274,9 +272,7 @@ async def running_system(corpus: Corpus, token: str, prefix: str) -> AsyncIterat
     worker = start_process(worker_command, worker_env, logs["worker"])
     db = await asyncpg.connect(DSN)
     api_url = f"http://127.0.0.1:{api_port}"
-    http = httpx.AsyncClient(
-        base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
-    )
+    http = LoadClient(api_url, token)
     system = System(
         api_url=api_url,
         files_url=f"http://127.0.0.1:{files_port}",

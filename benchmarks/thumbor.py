@@ -22,6 +22,7 @@ from benchmarks.bare import JPEG_QUALITY, Shape
 from benchmarks.benchvenv import ToolUnavailable, ensure_tool
 from benchmarks.corpus import Corpus
 from benchmarks.load import CpuWatch, process_tree
+from benchmarks.load_client import LoadClient
 from benchmarks.servers import free_port
 
 VERSION = "7.8.0"
@@ -114,29 +115,33 @@ class ThumborWindow:
         return self.images / self.seconds
 
 
-async def _client(thumbor: Thumbor, shape: Shape, names: list[str], window: ThumborWindow) -> None:
-    async with httpx.AsyncClient(base_url=thumbor.base_url, timeout=60) as client:
-        for name in names:
-            started = time.perf_counter()
-            response = await client.get(Thumbor.path(shape, name))
-            window.latencies_ms.append((time.perf_counter() - started) * 1000)
-            if response.status_code != 200 or not response.headers.get(
-                "content-type", ""
-            ).startswith("image/jpeg"):
-                window.errors.append(f"{name}: {response.status_code}")
-            window.bytes_out += len(response.content)
+async def _client(
+    client: LoadClient, shape: Shape, names: list[str], window: ThumborWindow
+) -> None:
+    for name in names:
+        started = time.perf_counter()
+        response = await client.get(Thumbor.path(shape, name))
+        window.latencies_ms.append((time.perf_counter() - started) * 1000)
+        if response.status_code != 200 or response.content_type != "image/jpeg":
+            window.errors.append(f"{name}: {response.status_code}")
+        window.bytes_out += len(response.body)
 
 
 async def thumbor_window(
     thumbor: Thumbor, shape: Shape, names: list[str], clients: int, cpu_groups: CpuWatch
 ) -> ThumborWindow:
-    """Every name once through thumbor, `clients` closed-loop clients sharing them."""
+    """Every name once through thumbor, `clients` closed-loop clients sharing them (made
+    before the window starts, as Stockroom's are)."""
     window = ThumborWindow(len(names), 0.0, [], 0, [])
-    cpu_groups.start()
-    started = time.perf_counter()
-    await asyncio.gather(
-        *(_client(thumbor, shape, names[i::clients], window) for i in range(clients))
-    )
-    window.seconds = time.perf_counter() - started
-    window.cpu = cpu_groups.stop(window.seconds)
+    users = [LoadClient(thumbor.base_url) for _ in range(clients)]
+    try:
+        cpu_groups.start()
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(_client(user, shape, names[i::clients], window) for i, user in enumerate(users))
+        )
+        window.seconds = time.perf_counter() - started
+        window.cpu = cpu_groups.stop(window.seconds)
+    finally:
+        await asyncio.gather(*(user.aclose() for user in users))
     return window
