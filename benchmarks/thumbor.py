@@ -133,7 +133,10 @@ async def thumbor_window(
     """Every name once through thumbor, `clients` closed-loop clients sharing them (made
     before the window starts, as Stockroom's are)."""
     window = ThumborWindow(len(names), 0.0, [], 0, [])
-    users = [LoadClient(thumbor.base_url) for _ in range(clients)]
+    # A connection per request: thumbor's processes share one listening socket, and a kept
+    # connection stays with the process that accepted it, so four opened at once may all
+    # land on one process and leave the other idle (docs/performance.md, "The load clients").
+    users = [LoadClient(thumbor.base_url, keep_alive=False) for _ in range(clients)]
     try:
         cpu_groups.start()
         started = time.perf_counter()
