@@ -1,16 +1,17 @@
 """The standalone jobs benchmark (POST /jobs), beside the bare libvips loop and thumbor.
 
 * Bursts: 100 corpus photos (30 with --quick), one job each, submitted at once by 4
-  concurrent clients (each POSTs its share, then waits for its jobs on a GET /events stream,
-  or polls each, BENCH_JOBS_WAIT=poll), in two
-  shapes: `resize` 800x800 and no operations (the default pipeline: fit 2048, q50).
+  concurrent clients (each connects and subscribes first, POSTs its share, then waits for
+  its jobs on a GET /events stream, or polls each, BENCH_JOBS_WAIT=poll), in two shapes:
+  `resize` 800x800 and no operations (the default pipeline: fit 2048, q50).
   jobs/s = jobs / (first POST -> last `finished_at`); latency = POST sent -> `finished_at`.
 * Bare: the same files through the naive, same-options and process() loops of
   benchmarks/bare.py, 2 processes; bare windows and bursts alternate (bare, bursts, bare,
   ...; BENCH_JOBS_ROUNDS rounds, 2 by default) and each burst is divided by the mean of the
   same-options windows on either side of it; the ratio is the median.
 * thumbor 7.8.0 (benchmarks/thumbor.py): the same transforms (fit-in 800x800 and
-  2048x2048, quality 50), 4 closed-loop clients, right after each Stockroom burst.
+  2048x2048, quality 50), 4 closed-loop clients (a connection per request), right after each
+  Stockroom burst.
 * Memory: one job `rotate 33, force_resize 6000x6000, convert avif` on the 50 MP JPEG with
   the workers' RSS sampled, as configured, then with the workers restarted with
   STOCKROOM_MAX_IMAGE_PIXELS=BENCH_JOBS_RAISED_MAX_PIXELS (default 120,000,000; 0 skips
