@@ -23,6 +23,8 @@ import aiohttp
 import httpx
 import orjson
 
+from benchmarks.servers import free_port, wait_healthy
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -95,30 +97,20 @@ def compare(requests: int = 2000) -> dict[str, float]:
     """CPU ms per GET of a small file from a local origin, httpx against this client; and
     per new client."""
     with tempfile.TemporaryDirectory() as folder:
-        Path(folder, "small.json").write_bytes(b'{"id": "x"}')
-        from benchmarks.servers import free_port
-
+        files, log = Path(folder, "files"), Path(folder, "origin.log")
+        files.mkdir()
+        (files / "small.json").write_bytes(b'{"id": "x"}')
         port = free_port()
-        origin = subprocess.Popen([sys.executable, "-m", "benchmarks.origin", str(port), folder])
+        command = [sys.executable, "-m", "benchmarks.origin", str(port), str(files)]
+        with log.open("wb") as out:
+            origin = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_answering(f"{url}/small.json")
+            asyncio.run(wait_healthy(url, origin, log, path="/small.json"))
             return _compare(url, requests)
         finally:
             origin.terminate()
             origin.wait(10)
-
-
-def _wait_answering(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            httpx.get(url, timeout=2).raise_for_status()
-            return
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def _compare(url: str, requests: int) -> dict[str, float]:

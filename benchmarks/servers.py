@@ -73,14 +73,17 @@ def stop(process: subprocess.Popen[bytes], timeout: float) -> None:
             process.wait()
 
 
-async def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+async def wait_healthy(
+    base_url: str, process: subprocess.Popen[bytes], log: Path, path: str = "/health"
+) -> None:
+    """Until `path` answers 200; ServerError if the process exits first or 60 s pass."""
     deadline = time.monotonic() + 60
     async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise ServerError(f"the server exited early; see {log}:\n{log.read_text()}")
             with contextlib.suppress(httpx.HTTPError):
-                if (await client.get("/health")).status_code == 200:
+                if (await client.get(path)).status_code == 200:
                     return
             await asyncio.sleep(0.2)
-    raise ServerError(f"the server did not answer /health within 60 s; see {log}")
+    raise ServerError(f"the server did not answer {path} within 60 s; see {log}")
