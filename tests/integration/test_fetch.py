@@ -24,13 +24,8 @@ from stockroom.domain.errors import (
     SourceUnreachable,
 )
 from stockroom.pipeline.address_policy import IPAddress
-from stockroom.pipeline.fetch import (
-    AddressPolicy,
-    Fetched,
-    GuardedTransport,
-    ImageFetcher,
-    fetch_image,
-)
+from stockroom.pipeline.fetch import AddressPolicy, Fetched, ImageFetcher, fetch_image
+from stockroom.pipeline.guarded_transport import GuardedTransport
 
 # 127.0.0.2 plays a public host; the socket guard must let tests reach it.
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "127.0.0.2", "::1"])
@@ -77,6 +72,32 @@ async def test_follows_redirects_and_reports_the_final_url(server: ImageServer) 
     fetched = await fetch(server.url("chain/3"))
     assert fetched.data == JPEG
     assert fetched.final_url == server.url("chain/0")
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent"),
+    [
+        # A pre-signed URL: its escapes are part of what was signed, so they travel as given.
+        (
+            "/target/a.jpg?X-Amz-Credential=AK%2F20261127%2Fus&X-Amz-Signature=ab%2Bc%3D",
+            "/target/a.jpg?X-Amz-Credential=AK%2F20261127%2Fus&X-Amz-Signature=ab%2Bc%3D",
+        ),
+        ("/target/a%2Fb.jpg?q=a+b", "/target/a%2Fb.jpg?q=a+b"),
+        ("/target/caf\u00e9 1.jpg?x=\u00e9", "/target/caf%C3%A9%201.jpg?x=%C3%A9"),
+    ],
+)
+async def test_the_request_target_is_the_url_as_given_escaped_where_it_must_be(
+    server: ImageServer, asked: str, sent: str
+) -> None:
+    fetched = await fetch(f"http://127.0.0.1:{server.port}{asked}")
+    assert fetched.data.decode() == sent
+
+
+async def test_a_relative_redirect_is_resolved_against_the_url_that_answered(
+    server: ImageServer,
+) -> None:
+    fetched = await fetch(server.url("redirect?to=../target/b.jpg%3Fs%3D%252F"))
+    assert fetched.data == b"/target/b.jpg?s=%2F"
 
 
 async def test_too_many_redirects_is_a_client_error(server: ImageServer) -> None:
@@ -155,11 +176,20 @@ async def test_decimal_encoded_loopback_is_refused(server: ImageServer) -> None:
         await fetch(f"http://2130706433:{server.port}/image.jpg", AddressPolicy())
 
 
-async def test_decimal_encoded_loopback_works_when_private_networks_are_allowed(
-    server: ImageServer,
+@pytest.mark.parametrize("host", ["2130706433", "127.1", "0x7f000001"])
+async def test_numeric_loopback_works_when_private_networks_are_allowed(
+    server: ImageServer, host: str
 ) -> None:
-    fetched = await fetch(f"http://2130706433:{server.port}/image.jpg", LOCAL)
+    fetched = await fetch(f"http://{host}:{server.port}/image.jpg", LOCAL)
     assert fetched.data == JPEG
+
+
+@pytest.mark.parametrize("host", ["0", "127.0.0.1.", "1.2.3.4.5", "[::]", "[ff02::1]"])
+async def test_unspecified_group_and_malformed_literals_are_blocked_even_when_local(
+    host: str,
+) -> None:
+    with pytest.raises(BlockedAddress):
+        await fetch(f"http://{host}:9/a.jpg", LOCAL)
 
 
 async def test_allowed_server_is_fetched(public_server: ImageServer) -> None:
@@ -267,6 +297,34 @@ def trusting(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
+async def fetch_tls(url: str, policy: AddressPolicy, verify: ssl.SSLContext) -> Fetched:
+    fetcher = ImageFetcher(policy, max_bytes=1_000_000, timeout=5.0, max_redirects=3, verify=verify)
+    try:
+        return await fetcher.fetch(url)
+    finally:
+        await fetcher.aclose()
+
+
+async def test_an_https_download_connects_to_the_vetted_address_under_the_hostname(
+    tls_server: ImageServer, ca: trustme.CA
+) -> None:
+    """The certificate names images.example only: it verifies because TLS checks the name."""
+    policy, lookups = pinned({"images.example": ["127.0.0.2"]})
+    url = f"https://images.example:{tls_server.port}/host"
+    fetched = await fetch_tls(url, policy, trusting(ca))
+    assert fetched.data == f"images.example:{tls_server.port}".encode()
+    assert lookups == ["images.example"]
+
+
+async def test_an_https_download_from_a_host_its_certificate_does_not_name_is_unreachable(
+    tls_server: ImageServer, ca: trustme.CA
+) -> None:
+    policy, _ = pinned({"other.example": ["127.0.0.2"]})
+    with pytest.raises(SourceUnreachable, match=r"(?i)hostname|certificate"):
+        await fetch_tls(f"https://other.example:{tls_server.port}/host", policy, trusting(ca))
+
+
+# The webhooks' guard (httpx, `GuardedTransport`) on the same server.
 async def get(url: str, policy: AddressPolicy, verify: ssl.SSLContext) -> httpx.Response:
     transport = GuardedTransport(policy, verify=verify)
     async with httpx.AsyncClient(transport=transport, trust_env=False) as client:

@@ -91,6 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, numbered_photo(int(arg.split(".")[0])), "image/jpeg")
         elif route == "host":
             self._send(200, (self.headers.get("Host") or "").encode(), "text/plain")
+        elif route == "target":  # the request target, byte for byte as it arrived
+            self._send(200, self.path.encode(), "text/plain")
         elif route == "gzip":
             self._send(200, gzip.compress(JPEG), "image/jpeg", encoding="gzip")
         elif route == "bomb":

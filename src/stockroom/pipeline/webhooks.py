@@ -37,7 +37,7 @@ from stockroom.pipeline.address_policy import (
     Resolver,
     parse_fetchable_url,
 )
-from stockroom.pipeline.fetch import GuardedTransport
+from stockroom.pipeline.guarded_transport import GuardedTransport
 
 __all__ = ["USER_AGENT", "WebhookSender"]
 
