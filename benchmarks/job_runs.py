@@ -137,9 +137,9 @@ class _Client:
     """One simulated client: its own connections and, with WAIT=events, its own stream,
     opened (and the subscription confirmed) before the burst starts."""
 
-    def __init__(self, system: System) -> None:
+    def __init__(self, system: System, user: int) -> None:
         self.system = system
-        self.http = system.client()
+        self.http = system.client(user)
         self.ended = _Ended(self.http)
         self._follower: asyncio.Task[None] | None = None
 
@@ -179,7 +179,7 @@ async def job_burst(system: System, names: list[str], shape: Shape, clients: int
     """Every name as one job of `shape`, `clients` clients submitting at once. The window
     starts at the first POST: the clients' connections and streams are opened before it."""
     log_offset = system.logs["worker"].stat().st_size
-    users = [_Client(system) for _ in range(clients)]
+    users = [_Client(system, index) for index in range(clients)]
     try:
         await asyncio.gather(*(user.open() for user in users))
         watch = CpuWatch(system.cpu_groups())

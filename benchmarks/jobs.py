@@ -103,12 +103,14 @@ class JobsBenchmark:
         report = JobsReport(self.name, self.title, len(names), CLIENTS)
         report.result.meta["cpu_busy_before"] = background = await busy_cores()
         _log(f"{len(names)} photos; machine busy {background:.0f} % of a core before starting")
-        token = await prepare_database()
+        # A user per client, as four independent clients are: each events stream carries
+        # its own jobs' events, not every client's.
+        tokens = await prepare_database(users=CLIENTS)
         windows: list[Window] = []
         bursts: dict[str, list[Burst]] = {shape.name: [] for shape in SHAPES}
         thumbs: dict[str, list[ThumborWindow]] = {shape.name: [] for shape in SHAPES}
         with rabbitmq_vhost():
-            async with running_system(corpus, token, "jobs") as system:
+            async with running_system(corpus, tokens, "jobs") as system:
                 async with contextlib.AsyncExitStack() as stack:
                     thumbor: Thumbor | None = None
                     try:

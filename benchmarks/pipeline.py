@@ -233,7 +233,7 @@ class PipelineBenchmark:
         _log("bare libvips, same-options loop, 1 process...")
         with BarePool(paths, 1) as pool1:
             bare1 = await asyncio.to_thread(pool1.run, "same", DEFAULT_SHAPE, rounds)
-        token = await prepare_database()
+        tokens = await prepare_database()
         pairs = 1 if options.quick else PAIRS
         bares: list[BareResult] = []
         first: dict[str, BareResult] = {}
@@ -241,7 +241,7 @@ class PipelineBenchmark:
         ratios: dict[ProductShape, list[float]] = {shape: [] for shape in PRODUCT_SHAPES}
         profile_text, profile_meta = "profile off (BENCH_PROFILE=0)", dict[str, Any]()
         with rabbitmq_vhost():
-            async with running_system(corpus, token, "pipeline") as system:
+            async with running_system(corpus, tokens, "pipeline") as system:
                 _log("warming up the workers and the bare pool...")
                 await warm_up(system, corpus)
                 with BarePool(paths, WORKER_PROCESSES) as pool:

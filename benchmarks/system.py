@@ -53,7 +53,8 @@ class System:
     api_url: str
     files_url: str  # keep-alive origin
     closing_files_url: str  # an origin that closes every connection
-    token: str
+    token: str  # the first user's
+    tokens: tuple[str, ...]  # one per user of `prepare_database`
     api: subprocess.Popen[bytes]
     worker: subprocess.Popen[bytes]
     files: list[subprocess.Popen[bytes]]
@@ -117,9 +118,9 @@ class System:
         job_id: str = response.json()["id"]
         return job_id
 
-    def client(self) -> LoadClient:
-        """A client of its own (its own connections), authorised as the bench user."""
-        return LoadClient(self.api_url, self.token)
+    def client(self, user: int = 0) -> LoadClient:
+        """A client of its own (its own connections), authorised as bench user `user`."""
+        return LoadClient(self.api_url, self.tokens[user % len(self.tokens)])
 
     async def wait_ready(
         self, product_ids: list[int], expected: int, timeout: float, poll: float = 0.02
@@ -181,28 +182,31 @@ def rabbitmq_vhost(vhost: str = VHOST) -> Iterator[None]:
         _rabbitmqctl("delete_vhost", vhost, check=False)
 
 
-async def prepare_database() -> str:
-    """Drop, create and migrate the pipeline database; one user with a token."""
+async def prepare_database(users: int = 1) -> list[str]:
+    """Drop, create and migrate the pipeline database; `users` users, a token each."""
     from stockroom.db.migrate import upgrade
 
     await recreate_database(DB_NAME)
     await asyncio.to_thread(upgrade, DATABASE_URL)
-    token = "sr_" + secrets.token_urlsafe(32)
+    tokens = ["sr_" + secrets.token_urlsafe(32) for _ in range(users)]
     conn = await asyncpg.connect(DSN)
     try:
-        user_id = await conn.fetchval(
-            "INSERT INTO users (email, name, is_admin, created_at)"
-            " VALUES ('pipeline@bench.local', 'Pipeline bench', false, now()) RETURNING id"
-        )
-        await conn.execute(
-            "INSERT INTO api_tokens (user_id, token_hash, name, created_at)"
-            " VALUES ($1, $2, 'bench', now())",
-            user_id,
-            hashlib.sha256(token.encode()).hexdigest(),
-        )
+        for index, token in enumerate(tokens):
+            user_id = await conn.fetchval(
+                "INSERT INTO users (email, name, is_admin, created_at)"
+                " VALUES ($1, $2, false, now()) RETURNING id",
+                "pipeline@bench.local" if index == 0 else f"pipeline-{index}@bench.local",
+                "Pipeline bench" if index == 0 else f"Pipeline bench {index}",
+            )
+            await conn.execute(
+                "INSERT INTO api_tokens (user_id, token_hash, name, created_at)"
+                " VALUES ($1, $2, 'bench', now())",
+                user_id,
+                hashlib.sha256(token.encode()).hexdigest(),
+            )
     finally:
         await conn.close()
-    return token
+    return tokens
 
 
 def clear_redis_prefix(prefix: str) -> None:
@@ -225,7 +229,7 @@ def start_process(
 
 
 @contextlib.asynccontextmanager
-async def running_system(corpus: Corpus, token: str, prefix: str) -> AsyncIterator[System]:
+async def running_system(corpus: Corpus, tokens: list[str], prefix: str) -> AsyncIterator[System]:
     """The whole system, logs in `.bench/<prefix>-*.log`; stopped on exit."""
     bin_dir = Path(sys.executable).parent
     if MEDIA_DIR.exists():
@@ -272,12 +276,13 @@ async def running_system(corpus: Corpus, token: str, prefix: str) -> AsyncIterat
     worker = start_process(worker_command, worker_env, logs["worker"])
     db = await asyncpg.connect(DSN)
     api_url = f"http://127.0.0.1:{api_port}"
-    http = LoadClient(api_url, token)
+    http = LoadClient(api_url, tokens[0])
     system = System(
         api_url=api_url,
         files_url=f"http://127.0.0.1:{files_port}",
         closing_files_url=f"http://127.0.0.1:{closing_port}",
-        token=token,
+        token=tokens[0],
+        tokens=tuple(tokens),
         api=api,
         worker=worker,
         files=files,
