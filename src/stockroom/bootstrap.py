@@ -169,7 +169,7 @@ async def _build(settings: Settings, role: Role, resources: AsyncExitStack) -> S
             Periodic(
                 "import-completion",
                 settings.import_sweep_seconds,
-                lambda: imports.finish_settled(uow),
+                lambda: imports.finish_settled(uow, lookups),
             )
         )
         resources.push_async_callback(chores[-1].stop)

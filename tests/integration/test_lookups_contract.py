@@ -5,7 +5,8 @@ is DatabaseUnavailable (a 503), never a 500."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC
+import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,7 +21,14 @@ from stockroom.db.asyncpg_pool import LazyAsyncpgPool, asyncpg_dsn
 from stockroom.db.lookups import AsyncpgLookups, UnitOfWorkLookups
 from stockroom.domain import users
 from stockroom.domain.errors import DatabaseUnavailable
-from stockroom.domain.models import ImageResult, ImageStatus, Product, User
+from stockroom.domain.models import (
+    ImageResult,
+    ImageStatus,
+    Import,
+    ImportStatus,
+    Product,
+    User,
+)
 from stockroom.domain.queries import NewProduct
 from stockroom.services import Services
 
@@ -104,6 +112,39 @@ async def test_asyncpg_lookups_equal_the_unit_of_work_ones(pg_services: Services
     assert await fast.product(bare.id + 1000) is None
     assert await fast.user_by_token_hash(token_hash) == user
     assert await fast.user_by_token_hash(users.hash_token("sr_unknown")) is None
+
+
+async def test_asyncpg_finds_the_same_settling_imports_as_the_unit_of_work(
+    pg_services: Services,
+) -> None:
+    """Processing with every batch applied (here: none to apply) is settling; processing
+    with batches left, or already finished, is not."""
+    user, _issued = await users.create_user(
+        pg_services.uow(), email=f"settling-{id(pg_services)}@example.com", name="Settling"
+    )
+    shapes = {
+        "settling": (ImportStatus.PROCESSING, 0),
+        "batches-left": (ImportStatus.PROCESSING, 2),
+        "finished": (ImportStatus.COMPLETED, 0),
+        "pending": (ImportStatus.PENDING, 1),
+    }
+    ids = {name: uuid.uuid4().hex for name in shapes}
+    async with pg_services.uow() as uow:
+        for name, (status, batches) in shapes.items():
+            draft = Import(
+                id=ids[name], user_id=user.id, status=status, columns=("sku",), rows=batches,
+                images_total=0, batches=batches, created_at=datetime.now(UTC),
+            )  # fmt: skip
+            await uow.imports.add(draft)
+        await uow.commit()
+    fast = pg_services.lookups
+    assert isinstance(fast, AsyncpgLookups)
+
+    found = await fast.settling_imports()
+
+    assert sorted(found) == sorted(await UnitOfWorkLookups(pg_services.read_uow).settling_imports())
+    mine = {name for name, import_id in ids.items() if import_id in found}
+    assert mine == {"settling"}
 
 
 async def test_sqlite_reads_through_the_unit_of_work(sqlite_url: str, tmp_path: Path) -> None:

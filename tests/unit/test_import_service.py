@@ -193,7 +193,7 @@ async def test_an_import_without_images_finishes_with_its_last_batch(
     assert (done.rows_done, done.batches_done) == (3, 2)
     assert done.finished_at is not None
     assert [call.id for call in finished] == [import_id]
-    assert await imports.finish_settled(db.uow) == 0
+    assert await imports.finish_settled(db.uow, db.lookups()) == 0
     assert len(finished) == 1
 
 
@@ -205,11 +205,11 @@ async def test_an_import_finishes_once_every_image_is_done(
     )
     await apply_all(db, import_id)
 
-    assert await imports.finish_settled(db.uow) == 0  # images still queued
+    assert await imports.finish_settled(db.uow, db.lookups()) == 0  # images still queued
     assert finished == []
     process_images(db, failed=frozenset({B}))
-    assert await imports.finish_settled(db.uow) == 1
-    assert await imports.finish_settled(db.uow) == 0
+    assert await imports.finish_settled(db.uow, db.lookups()) == 1
+    assert await imports.finish_settled(db.uow, db.lookups()) == 0
 
     [done] = finished
     assert done.status is ImportStatus.COMPLETED_WITH_ERRORS

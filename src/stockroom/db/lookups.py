@@ -1,11 +1,12 @@
 """The hot-path point reads (`Lookups`): through asyncpg with no SQLAlchemy in between on
 PostgreSQL, through a read-only unit of work elsewhere (SQLite, and the unit tests' fakes).
 
-Every authenticated GET looks up its token, and GET /products/{id} on a cache miss its
-product: through a read-only unit of work these cost several times the CPU of the same
-select on a bare asyncpg pool (docs/architecture.md). The SQL is written by
-hand but maps through the repositories' own row functions, and an integration test holds
-both implementations to equal results.
+Every authenticated GET looks up its token, GET /products/{id} on a cache miss its
+product, and every API process asks four times a second which imports are ready to finish:
+through a read-only unit of work these cost several times the CPU of the same select on a
+bare asyncpg pool (docs/architecture.md). The SQL is written by hand but maps through the
+repositories' own row functions, and an integration test holds both implementations to
+equal results.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from stockroom.db.asyncpg_pool import LazyAsyncpgPool
 from stockroom.db.image_jobs import job_from
 from stockroom.db.products import image_from_prefixed, prefixed_image_columns, product_from
 from stockroom.db.users import user_from
-from stockroom.domain.models import ImageJob, OwnedImage, Product, User
+from stockroom.domain.models import ImageJob, ImportStatus, OwnedImage, Product, User
 from stockroom.domain.ports import UnitOfWorkFactory
 
 # The columns and order of db/products.py's _GET_PRODUCT: one row per image (or one with
@@ -44,6 +45,11 @@ JOIN products AS p ON p.id = i.product_id
 WHERE i.id = $1 AND i.product_id = $2
 """  # noqa: S608 (the only interpolation is our table's column names)
 _JOB = "SELECT * FROM image_jobs WHERE id = $1"
+# db/imports.py's `settling`: the running imports whose every batch is applied.
+_SETTLING_IMPORTS = f"""
+SELECT id FROM imports
+WHERE status = '{ImportStatus.PROCESSING.value}' AND batches_done >= batches
+"""  # noqa: S608 (the only interpolation is our enum's constant value)
 
 
 class AsyncpgLookups:
@@ -71,6 +77,9 @@ class AsyncpgLookups:
         row = await self._pool.fetchrow(_JOB, job_id)
         return job_from(row) if row is not None else None
 
+    async def settling_imports(self) -> list[str]:
+        return [row["id"] for row in await self._pool.fetch(_SETTLING_IMPORTS)]
+
 
 class UnitOfWorkLookups:
     """`Lookups` through the repositories of a read-only unit of work."""
@@ -97,3 +106,7 @@ class UnitOfWorkLookups:
     async def job(self, job_id: str) -> ImageJob | None:
         async with self._uow_factory() as uow:
             return await uow.image_jobs.get(job_id)
+
+    async def settling_imports(self) -> list[str]:
+        async with self._uow_factory() as uow:
+            return await uow.imports.settling()

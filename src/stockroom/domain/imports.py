@@ -32,6 +32,7 @@ from stockroom.domain.idempotency import FirstResponse, IdempotencyKey, Outcome,
 from stockroom.domain.image_jobs import IMPORTS_QUEUE, queue_product_images
 from stockroom.domain.models import Import, ImportStatus, Product, ProductImage, User
 from stockroom.domain.ports import (
+    Lookups,
     OutputRow,
     ProductFields,
     UnitOfWork,
@@ -320,11 +321,12 @@ async def _finish_if_settled(uow: UnitOfWork, processing: Import) -> Import | No
     return finished
 
 
-async def finish_settled(uow_factory: UnitOfWorkFactory) -> int:
+async def finish_settled(uow_factory: UnitOfWorkFactory, lookups: Lookups) -> int:
     """The sweep every API process runs: finish the imports whose rows are all written and
-    whose images are all done; returns how many. Harmless to run anywhere at once."""
-    async with uow_factory() as uow:
-        candidates = await uow.imports.settling()
+    whose images are all done; returns how many. Harmless to run anywhere at once. Asking
+    which imports to look at is one read on the hot path's pool (`Lookups`): the sweep runs
+    several times a second, and almost always finds none."""
+    candidates = await lookups.settling_imports()
     finished = 0
     for import_id in candidates:
         async with uow_factory() as uow:

@@ -597,6 +597,11 @@ class Lookups(Protocol):
 
     async def job(self, job_id: str) -> ImageJob | None: ...
 
+    async def settling_imports(self) -> list[str]:
+        """The ids of the imports still processing whose every batch is applied: the
+        completion sweep's question, asked several times a second by every API process."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class StartedJob:
