@@ -15,15 +15,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from benchmarks import RESULTS_DIR
 from benchmarks.bare import JPEG_QUALITY, Shape
 from benchmarks.benchvenv import ToolUnavailable, ensure_tool
 from benchmarks.corpus import Corpus
 from benchmarks.load import CpuWatch, process_tree
 from benchmarks.load_client import LoadClient
-from benchmarks.servers import free_port
+from benchmarks.servers import ServerError, free_port, wait_healthy
 
 VERSION = "7.8.0"
 PROCESSES = 2
@@ -89,16 +87,10 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 
 
 async def _wait_working(thumbor: Thumbor, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    async with httpx.AsyncClient(base_url=thumbor.base_url, timeout=2) as client:
-        while time.monotonic() < deadline:
-            if thumbor.process.poll() is not None:
-                raise ToolUnavailable(f"thumbor exited: {log.read_text()[-500:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get("/healthcheck")).status_code == 200:
-                    return
-            await asyncio.sleep(0.2)
-    raise ToolUnavailable(f"thumbor did not answer /healthcheck within 60 s; see {log}")
+    try:
+        await wait_healthy(thumbor.base_url, thumbor.process, log, path="/healthcheck")
+    except ServerError as exc:
+        raise ToolUnavailable(f"thumbor did not start: {exc}") from exc
 
 
 @dataclass(slots=True)
