@@ -19,15 +19,8 @@ from rich.table import Table
 
 from benchmarks import RESULTS_DIR
 from benchmarks.load import CpuWatch, pids_named, process_tree
-from benchmarks.servers import free_port, production_env, serving
-from benchmarks.system import (
-    BROKER_URL,
-    DATABASE_URL,
-    MEDIA_DIR,
-    REDIS_URL,
-    prepare_database,
-    rabbitmq_vhost,
-)
+from benchmarks.servers import free_port, serving
+from benchmarks.system import MEDIA_DIR, prepare_database, rabbitmq_vhost, system_env
 
 SETTLE_SECONDS = 5  # after /health answers: startup's own work is not idle
 VARIANTS = {"import sweep at its default period": None, "import sweep off": "3600"}
@@ -35,14 +28,7 @@ VARIANTS = {"import sweep at its default period": None, "import sweep off": "360
 
 async def idle_cpu(sweep_seconds: str | None, seconds: float) -> dict[str, float]:
     port = free_port()
-    env = production_env(
-        STOCKROOM_DATABASE_URL=DATABASE_URL,
-        STOCKROOM_BROKER_URL=BROKER_URL,
-        STOCKROOM_CACHE_URL=REDIS_URL,
-        STOCKROOM_CACHE_KEY_PREFIX="bench-idle:",
-        STOCKROOM_STORAGE_URL=f"file://{MEDIA_DIR.resolve()}",
-        STOCKROOM_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
-    )
+    env = system_env(port, "bench-idle:")
     if sweep_seconds is not None:
         env["STOCKROOM_IMPORT_SWEEP_SECONDS"] = sweep_seconds
     command = [str(Path(sys.executable).parent / "stockroom"), "serve", "--host", "127.0.0.1"]

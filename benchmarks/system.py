@@ -53,7 +53,6 @@ class System:
     api_url: str
     files_url: str  # keep-alive origin
     closing_files_url: str  # an origin that closes every connection
-    token: str  # the first user's
     tokens: tuple[str, ...]  # one per user of `prepare_database`
     api: subprocess.Popen[bytes]
     worker: subprocess.Popen[bytes]
@@ -228,6 +227,21 @@ def start_process(
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def system_env(api_port: int, cache_prefix: str) -> dict[str, str]:
+    """The environment of the system's processes: production settings on the section's
+    database, vhost, Redis key prefix and media folder, the API on `api_port`."""
+    return production_env(
+        STOCKROOM_DATABASE_URL=DATABASE_URL,
+        STOCKROOM_BROKER_URL=BROKER_URL,
+        STOCKROOM_CACHE_URL=REDIS_URL,
+        STOCKROOM_CACHE_KEY_PREFIX=cache_prefix,
+        STOCKROOM_STORAGE_URL=f"file://{MEDIA_DIR.resolve()}",
+        STOCKROOM_PUBLIC_BASE_URL=f"http://127.0.0.1:{api_port}",
+        STOCKROOM_ALLOW_PRIVATE_NETWORKS="true",
+        VIPS_CONCURRENCY=os.environ.get("BENCH_WORKER_VIPS_CONCURRENCY", "1"),
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_system(corpus: Corpus, tokens: list[str], prefix: str) -> AsyncIterator[System]:
     """The whole system, logs in `.bench/<prefix>-*.log`; stopped on exit."""
@@ -238,16 +252,7 @@ async def running_system(corpus: Corpus, tokens: list[str], prefix: str) -> Asyn
     cache_prefix = f"bench-{prefix}:"
     await asyncio.to_thread(clear_redis_prefix, cache_prefix)
     api_port, files_port, closing_port = free_port(), free_port(), free_port()
-    env = production_env(
-        STOCKROOM_DATABASE_URL=DATABASE_URL,
-        STOCKROOM_BROKER_URL=BROKER_URL,
-        STOCKROOM_CACHE_URL=REDIS_URL,
-        STOCKROOM_CACHE_KEY_PREFIX=cache_prefix,
-        STOCKROOM_STORAGE_URL=f"file://{MEDIA_DIR.resolve()}",
-        STOCKROOM_PUBLIC_BASE_URL=f"http://127.0.0.1:{api_port}",
-        STOCKROOM_ALLOW_PRIVATE_NETWORKS="true",
-        VIPS_CONCURRENCY=os.environ.get("BENCH_WORKER_VIPS_CONCURRENCY", "1"),
-    )
+    env = system_env(api_port, cache_prefix)
     logs = {
         "files": RESULTS_DIR / f"{prefix}-files.log",
         "api": RESULTS_DIR / f"{prefix}-api.log",
@@ -281,7 +286,6 @@ async def running_system(corpus: Corpus, tokens: list[str], prefix: str) -> Asyn
         api_url=api_url,
         files_url=f"http://127.0.0.1:{files_port}",
         closing_files_url=f"http://127.0.0.1:{closing_port}",
-        token=tokens[0],
         tokens=tuple(tokens),
         api=api,
         worker=worker,
