@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -285,6 +287,35 @@ async def test_file_put_leaves_only_the_final_file(tmp_path: Path) -> None:
 
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == [KEY]
     assert (tmp_path / KEY).read_bytes() == b"replaced"
+
+
+async def test_file_put_makes_the_name_durable_not_only_the_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync the new directories' parents, the file, then the directory it was renamed into:
+    what a power cut right after `put` returns cannot take back."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            found = [p for p in (tmp_path, *tmp_path.rglob("*")) if p.stat().st_ino == info.st_ino]
+            synced.append(found[0].relative_to(tmp_path).as_posix() + "/")
+        else:
+            synced.append("file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    store = FileImageStore(tmp_path, PUBLIC_BASE)
+
+    await store.put(KEY, JPEG, "image/jpeg")  # makes img/ and img/ab/
+    first = list(synced)
+    synced.clear()
+    await store.put("img/ab/other.jpg", JPEG, "image/jpeg")
+
+    assert first == ["./", "img/", "file", "img/ab/"]
+    assert synced == ["file", "img/ab/"]
 
 
 async def test_file_get_of_a_directory_key_raises_key_error(tmp_path: Path) -> None:

@@ -99,8 +99,14 @@ class FileImageStore:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the whole new one, never a partial write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Readers see the old file or the whole new one, never a partial write; once this
+    returns, the file survives a power cut under its name.
+
+    The file's own fsync makes its bytes durable, not its name: the rename (and any
+    directory made for it) is an entry in a directory, durable once that directory is
+    fsynced. Without it, a row the caller then commits could point at a file the crash
+    took back."""
+    _make_directories(path.parent)
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as temp:
@@ -112,6 +118,26 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _make_directories(directory: Path) -> None:
+    """`mkdir -p`, each new directory's entry made durable in its parent."""
+    missing: list[Path] = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)  # another writer may make it meanwhile
+        _fsync_directory(new.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink_all(paths: Sequence[Path]) -> None:
