@@ -7,7 +7,7 @@
   jobs/s = jobs / (first POST -> last `finished_at`); latency = POST sent -> `finished_at`.
 * Bare: the same files through the naive, same-options and process() loops of
   benchmarks/bare.py, 2 processes; bare windows and bursts alternate (bare, bursts, bare,
-  ...; BENCH_JOBS_ROUNDS rounds, 2 by default) and each burst is divided by the mean of the
+  ...; BENCH_JOBS_ROUNDS rounds, 3 by default) and each burst is divided by the mean of the
   same-options windows on either side of it; the ratio is the median.
 * thumbor 7.8.0 (benchmarks/thumbor.py): the same transforms (fit-in 800x800 and
   2048x2048, quality 50), 4 closed-loop clients (a connection per request), right after each
@@ -45,7 +45,7 @@ from benchmarks.thumbor import Thumbor, ThumborWindow, running_thumbor, thumbor_
 
 JOBS, QUICK_JOBS = 100, 30
 CLIENTS = 4
-ROUNDS = int(os.environ.get("BENCH_JOBS_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("BENCH_JOBS_ROUNDS", "3"))
 RAISED_PIXELS = int(os.environ.get("BENCH_JOBS_RAISED_MAX_PIXELS", "120000000"))
 MEMORY_OPS: list[dict[str, Any]] = [
     {"op": "rotate", "degrees": 33},

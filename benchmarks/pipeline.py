@@ -15,7 +15,7 @@ same run.
     connection (HTTP/1.0 style).
 * Side by side: the speed of a shared VM drifts within minutes, so same-options bare
   windows and end-to-end windows alternate (bare, e2e 10, bare, e2e 1, bare, ...;
-  BENCH_PIPELINE_PAIRS of each shape, 3 by default) and each e2e window is divided by the
+  BENCH_PIPELINE_PAIRS of each shape, 5 by default) and each e2e window is divided by the
   mean of the bare windows on either side of it; the ratio reported is the median.
 * Profile (BENCH_PROFILE=1, the default): one more 1-image-per-product window, not
   measured, with py-spy sampling the workers; summarised per thread in the notes.
@@ -61,7 +61,7 @@ from benchmarks.system import (
 LATENCY_SAMPLES = 20
 TARGET_RATIO = 0.8
 TARGET_BYTES = 0.92  # Stockroom's output bytes / the naive loop's
-PAIRS = int(os.environ.get("BENCH_PIPELINE_PAIRS", "3"))
+PAIRS = int(os.environ.get("BENCH_PIPELINE_PAIRS", "5"))
 T = TypeVar("T")
 PROFILE = os.environ.get("BENCH_PROFILE", "1") != "0"
 TARGET_P50_MS = 300.0
