@@ -11,7 +11,7 @@ measured in the same run, windows alternating:
     under wrk (16 connections) with the streams open against the same row without them
     (`benchmarks/live_streams.py`).
 (c) webhook deliveries per second through `WebhookSender` against a bare
-    `httpx.AsyncClient` posting the same body to the same local receiver, 8 at a time
+    `aiohttp.ClientSession` posting the same body to the same local receiver, 8 at a time
     (`benchmarks/live_webhooks.py`).
 
 Targets: (a) p99 < 100 ms; (b) < 50 KB per stream, p99 with them within 10 % of without;
@@ -180,7 +180,7 @@ def _log(text: str) -> None:
 
 class LiveBenchmark:
     name = "live"
-    title = "Live status (GET /events) and webhooks vs bare Redis / bare httpx"
+    title = "Live status (GET /events) and webhooks vs bare Redis / bare aiohttp"
 
     async def run(self, options: Options) -> SectionResult:
         sizes = QUICK if options.quick else FULL

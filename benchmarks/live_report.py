@@ -21,7 +21,7 @@ from benchmarks.load import LoadResult, cpu_note
 TARGET_P99_MS = 100.0
 TARGET_KB_PER_STREAM = 50.0
 TARGET_P99_GROWTH = 1.10  # p99 with the streams open / without
-TARGET_SENDER = 0.5  # WebhookSender deliveries/s / bare httpx's
+TARGET_SENDER = 0.5  # WebhookSender deliveries/s / bare aiohttp's
 
 _LATENCY_CPU = {"publisher": "pub", "api_b": "srv-b", "api_a": "srv-a", "postgres": "pg",
                 "redis": "redis", "bench": "bench"}  # fmt: skip
@@ -160,7 +160,7 @@ def _webhooks(result: SectionResult, deliveries: list[Deliveries], concurrency: 
     ratio = sender.per_s / bare.per_s
     section = result.name
     result.rows += [
-        Row(section, f"(c) anchor: bare httpx.AsyncClient POST, {concurrency} at a time",
+        Row(section, f"(c) anchor: bare aiohttp.ClientSession POST, {concurrency} at a time",
             bare.per_s, bare.p50_ms, bare.p99_ms, 1.0, cpu_note(bare.cpu, _WEBHOOK_CPU)),
         Row(section, f"(c) WebhookSender.send (signed, guarded), {concurrency} at a time",
             sender.per_s, sender.p50_ms, sender.p99_ms, ratio, cpu_note(sender.cpu, _WEBHOOK_CPU)),
@@ -172,7 +172,7 @@ def _webhooks(result: SectionResult, deliveries: list[Deliveries], concurrency: 
     ]  # fmt: skip
     failures = bare.failures + sender.failures
     return (
-        f"(c) webhook deliveries/s, WebhookSender / bare httpx = {ratio:.2f} ({sender.per_s:,.0f}"
+        f"(c) webhook deliveries/s, WebhookSender / bare aiohttp = {ratio:.2f} ({sender.per_s:,.0f}"
         f" vs {bare.per_s:,.0f}/s; target >= {TARGET_SENDER}): "
         f"{_verdict(ratio >= TARGET_SENDER and not failures)}"
         + (f"; {failures} deliveries not answered 200" if failures else "")

@@ -1,6 +1,6 @@
 """(c) of the `live` section: webhook deliveries per second through the worker's sender
-(`stockroom.pipeline.webhooks.WebhookSender`: signed, through the guarded transport) against
-a bare `httpx.AsyncClient` posting the same body, at the same concurrency, to the same local
+(`stockroom.pipeline.webhooks.WebhookSender`: signed, through the guarded session) against
+a bare `aiohttp.ClientSession` posting the same body, at the same concurrency, to the same local
 receiver (`benchmarks/live_receiver.py`, its own process). Windows alternate (bare, sender,
 bare, sender, ...); each client is made once and warmed up, as a worker's sender lives long.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 from benchmarks import ROOT
 from benchmarks.load import CpuWatch
@@ -149,8 +149,9 @@ async def measure(
     body = webhook_body()
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     sender = WebhookSender(AddressPolicy(allow_private=True), secret=secret)
-    bare = httpx.AsyncClient(
-        timeout=10, headers={"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    bare = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=10),
+        headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
     )
     prefix = f"msg_{uuid.uuid4().hex[:16]}"
 
@@ -159,8 +160,9 @@ async def measure(
         return result.outcome == "delivered"
 
     async def by_bare(number: int) -> bool:
-        response = await bare.post(url, content=body)
-        return response.status_code == 200
+        async with bare.post(url, data=body) as response:
+            await response.read()
+            return response.status == 200
 
     ways = {"bare": by_bare, "sender": by_sender}
     windows: list[Deliveries] = []
@@ -176,5 +178,5 @@ async def measure(
                 windows.append(Deliveries(kind, count, seconds, latencies, failures, cpu))
     finally:
         await sender.aclose()
-        await bare.aclose()
+        await bare.close()
     return windows

@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
-import httpcore
 import httpx
 import pytest
 import trustme
@@ -25,7 +24,6 @@ from stockroom.domain.errors import (
 )
 from stockroom.pipeline.address_policy import IPAddress
 from stockroom.pipeline.fetch import AddressPolicy, Fetched, ImageFetcher, fetch_image
-from stockroom.pipeline.guarded_transport import GuardedTransport
 
 # 127.0.0.2 plays a public host; the socket guard must let tests reach it.
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "127.0.0.2", "::1"])
@@ -322,33 +320,6 @@ async def test_an_https_download_from_a_host_its_certificate_does_not_name_is_un
     policy, _ = pinned({"other.example": ["127.0.0.2"]})
     with pytest.raises(SourceUnreachable, match=r"(?i)hostname|certificate"):
         await fetch_tls(f"https://other.example:{tls_server.port}/host", policy, trusting(ca))
-
-
-# The webhooks' guard (httpx, `GuardedTransport`) on the same server.
-async def get(url: str, policy: AddressPolicy, verify: ssl.SSLContext) -> httpx.Response:
-    transport = GuardedTransport(policy, verify=verify)
-    async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
-        return await client.get(url)
-
-
-async def test_https_connects_to_the_vetted_address_and_checks_the_hostname(
-    tls_server: ImageServer, ca: trustme.CA
-) -> None:
-    policy, lookups = pinned({"images.example": ["127.0.0.2"]})
-    response = await get(f"https://images.example:{tls_server.port}/host", policy, trusting(ca))
-    assert response.status_code == 200
-    assert response.text == f"images.example:{tls_server.port}"
-    tls = response.extensions["network_stream"].get_extra_info("ssl_object")
-    assert tls.server_hostname == "images.example"  # TLS to the IP, checked against the name
-    assert lookups == ["images.example"]
-
-
-async def test_https_certificate_for_another_name_is_refused(
-    tls_server: ImageServer, ca: trustme.CA
-) -> None:
-    policy, _ = pinned({"other.example": ["127.0.0.2"]})
-    with pytest.raises(httpcore.ConnectError, match=r"(?i)hostname|certificate"):
-        await get(f"https://other.example:{tls_server.port}/host", policy, trusting(ca))
 
 
 async def test_https_certificate_from_an_unknown_authority_is_unreachable(

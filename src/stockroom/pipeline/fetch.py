@@ -1,23 +1,14 @@
 """Guarded download of source images: public addresses only, pinned at connect, size and time
 capped, redirects followed by hand so that every hop is checked.
 
-The client is aiohttp's, for its CPU: a download on a new connection costs about half of
-what the same download cost through httpx (docs/performance.md). Its two ways to an
-address are both guarded:
-
-- a hostname goes to the connector's resolver, `_VettingResolver`, which resolves it once,
-  vets every answer (`AddressPolicy.resolve_vetted`) and hands back only vetted IPs, which
-  the connector then connects to. TLS (SNI, the certificate check) and the Host header keep
-  the hostname, so there is no window between the check and the connect to rebind in;
-- an IP literal never reaches a resolver (aiohttp connects to it as it is), so
-  `_request_url` vets it before the request, by the very rule aiohttp uses to tell one.
+The client is aiohttp's, for its CPU: a download on a new connection cost about half of
+what the same download cost through httpx (docs/performance.md). Its session and the URL
+of every hop come from `guarded_session.py`, as a webhook's do.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,8 +16,6 @@ from dataclasses import dataclass
 
 import aiohttp
 import httpx
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.helpers import is_ip_address
 from yarl import URL
 
 from stockroom.domain.errors import (
@@ -37,14 +26,9 @@ from stockroom.domain.errors import (
     SourceServerError,
     SourceUnreachable,
 )
-from stockroom.pipeline.address_policy import (
-    AddressPolicy,
-    IPAddress,
-    check_url,
-    parse_fetchable_url,
-)
+from stockroom.pipeline.address_policy import AddressPolicy, check_url
 from stockroom.pipeline.capped_body import read_capped
-from stockroom.pipeline.guarded_transport import verified_context
+from stockroom.pipeline.guarded_session import guarded_session, request_url
 
 __all__ = ["AddressPolicy", "Fetched", "ImageFetcher", "check_url", "fetch_image"]
 
@@ -55,7 +39,6 @@ _HEADERS = {
     "Accept-Encoding": "identity",
     "User-Agent": "Stockroom-ImageFetcher/1.0",
 }
-_MAX_CONNECTIONS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,70 +48,6 @@ class Fetched:
     data: bytes
     final_url: str
     content_type_header: str | None
-
-
-class _VettingResolver(AbstractResolver):
-    """The connector's resolver: every address it returns has been vetted by the policy."""
-
-    def __init__(self, policy: AddressPolicy) -> None:
-        self._policy = policy
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        addresses = await self._policy.resolve_vetted(host, port)
-        return [
-            {
-                "hostname": host,
-                "host": str(ip),
-                "port": port,
-                "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-            }
-            for ip in addresses
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
-def _request_url(url: str | httpx.URL, policy: AddressPolicy) -> URL:
-    """The URL to request: http(s), a host, no credentials, and a host that aiohttp takes
-    for an IP literal (so connects to with no resolver) already vetted.
-
-    httpx parses it, as `check_url` did at submission, and writes it encoded; yarl takes
-    that as it is (`encoded=True`), so the bytes requested are the ones checked. Numeric
-    IPv4 forms (`2130706433`, `127.1`) become the address they denote, as a browser's URL
-    parser turns them into one (aiohttp refuses them as they are)."""
-    target = URL(str(parse_fetchable_url(url)), encoded=True)
-    host = target.raw_host
-    if not host or not target.absolute or target.scheme not in ("http", "https"):
-        raise BlockedAddress("only http and https URLs with a host are allowed")
-    if target.user is not None or target.password is not None:
-        raise BlockedAddress("URLs with credentials are not allowed")
-    if not is_ip_address(host):
-        return target  # a hostname: the connector's resolver vets it at connect
-    ip = _ip_literal(host)
-    port = target.port
-    assert port is not None  # http and https have default ports
-    policy.vet(ip, host, port)
-    return target if str(ip) == host else target.with_host(str(ip))
-
-
-def _ip_literal(host: str) -> IPAddress:
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
-    if ip is not None and not (isinstance(ip, ipaddress.IPv6Address) and ip.scope_id):
-        return ip
-    if ":" not in host:
-        try:  # the forms inet_aton reads, as getaddrinfo and browsers do: 2130706433, 127.1
-            return ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
-            pass
-    raise BlockedAddress(f"{host} is not an address that may be fetched")
 
 
 class ImageFetcher:
@@ -159,21 +78,11 @@ class ImageFetcher:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                resolver=_VettingResolver(self._policy),
-                use_dns_cache=False,  # each connect resolves and vets afresh (rebinding)
-                limit=_MAX_CONNECTIONS,
-                ssl=self._verify or verified_context(),
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
+            self._session = guarded_session(
+                self._policy,
                 headers=_HEADERS,
-                # One session serves every user's downloads: a cookie one origin set for one
-                # user must never travel with another's request. This jar keeps none.
-                cookie_jar=aiohttp.DummyCookieJar(),
+                verify=self._verify,
                 auto_decompress=False,  # read_capped decodes, counting against the cap
-                timeout=aiohttp.ClientTimeout(total=None),  # fetch's own budget bounds all
-                trust_env=False,  # env proxies would route around the guarded connector
             )
         return self._session
 
@@ -183,7 +92,7 @@ class ImageFetcher:
         Raises BlockedAddress, FetchTimeout, SourceUnreachable, SourceClientError (4xx, too
         many redirects), SourceServerError (5xx, 429) or ImageTooLarge.
         """
-        current = _request_url(url, self._policy)
+        current = request_url(url, self._policy)
         session = self._client()
         try:
             async with asyncio.timeout(self._timeout):
@@ -192,7 +101,7 @@ class ImageFetcher:
                         async with session.get(current, allow_redirects=False) as response:
                             location = response.headers.get("Location")
                             if response.status in _REDIRECTS and location:
-                                current = _request_url(_join(current, location), self._policy)
+                                current = request_url(_join(current, location), self._policy)
                                 continue
                             _check_status(response.status)
                             data = await _read_body(response, self._max_bytes)

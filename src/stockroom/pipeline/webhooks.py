@@ -1,26 +1,24 @@
 """Sending one signed webhook attempt to a user's callback URL (Standard Webhooks).
 
-Callbacks go through the same guarded transport as image downloads: public addresses only,
-vetted on the address actually connected to. Redirects are never followed (a 3xx is a
-failed attempt); each attempt has one total time budget, and the answer's body is read up
-to a small cap and dropped. `send` turns every network or HTTP failure into a
-`DeliveryResult` whose error is a fixed phrase: no address, URL or exception text.
+Callbacks go through the same guarded session as image downloads (`guarded_session.py`):
+public addresses only, vetted on the address actually connected to. Redirects are never
+followed (a 3xx is a failed attempt); each attempt has one total time budget, and the
+answer's body is read up to a small cap and dropped. `send` turns every network or HTTP
+failure into a `DeliveryResult` whose error is a fixed phrase: no address, URL or exception
+text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
 import re
 import ssl
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 
-import httpcore
-import httpx
+import aiohttp
 from standardwebhooks import Webhook
 
 from stockroom.domain.errors import BlockedAddress, SourceUnreachable
@@ -37,7 +35,7 @@ from stockroom.pipeline.address_policy import (
     Resolver,
     parse_fetchable_url,
 )
-from stockroom.pipeline.guarded_transport import GuardedTransport
+from stockroom.pipeline.guarded_session import guarded_session, request_url
 
 __all__ = ["USER_AGENT", "WebhookSender"]
 
@@ -45,8 +43,11 @@ USER_AGENT = "Stockroom-Webhooks/1"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
 _WEBHOOK_ID = re.compile(r"[\x21-\x7e]{1,256}")  # visible ASCII: it travels in a header
-_TIMEOUTS = (TimeoutError, httpx.TimeoutException, httpcore.TimeoutException)
-_REFUSED = f"[Errno {errno.ECONNREFUSED}]"
+_HEADERS = {
+    "Content-Type": "application/json",
+    "User-Agent": USER_AGENT,
+    "Accept-Encoding": "identity",  # the answer is dropped: no decoding work
+}
 
 
 class _HostNotFound(SourceUnreachable):
@@ -54,8 +55,9 @@ class _HostNotFound(SourceUnreachable):
 
 
 class WebhookSender:
-    """Signs and POSTs webhooks through one httpx client, so connections to a receiver are
-    kept alive between deliveries. A worker makes one on its event loop and closes it."""
+    """Signs and POSTs webhooks through one aiohttp session, so connections to a receiver
+    are kept alive between deliveries. A worker makes one and closes it; the session itself
+    is made on the first delivery, on the event loop that runs them."""
 
     def __init__(
         self,
@@ -65,7 +67,7 @@ class WebhookSender:
         timeout: float = DEFAULT_TIMEOUT_SECONDS,  # seconds for a whole attempt
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.time,
-        verify: ssl.SSLContext | bool = True,
+        verify: ssl.SSLContext | None = None,  # the CA bundle's context by default
     ) -> None:
         problem = signing_secret_problem(secret)
         if problem:
@@ -76,21 +78,14 @@ class WebhookSender:
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
         self._clock = clock
-        policy = dataclasses.replace(policy, resolve=_telling_unresolved(policy.resolve))
-        self._client = httpx.AsyncClient(
-            transport=GuardedTransport(policy, verify=verify),
-            trust_env=False,  # env proxies would route around the guarded transport
-            follow_redirects=False,
-            timeout=timeout,
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-                "Accept-Encoding": "identity",  # the answer is dropped: no decoding work
-            },
-            # One client serves every user's callbacks: a cookie a receiver sets must never
-            # travel with another delivery. This jar accepts none.
-            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-        )
+        self._policy = dataclasses.replace(policy, resolve=_telling_unresolved(policy.resolve))
+        self._verify = verify
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = guarded_session(self._policy, headers=_HEADERS, verify=self._verify)
+        return self._session
 
     async def send(self, url: str, webhook_id: str, payload: bytes) -> DeliveryResult:
         """POST `payload` (built once by `build_payload`) to `url`, signed for this attempt.
@@ -121,19 +116,18 @@ class WebhookSender:
         failure = "request failed"
         try:
             async with asyncio.timeout(self._timeout):
-                async with self._client.stream(
-                    "POST", target, content=payload, headers=headers
+                aimed = request_url(target, self._policy)  # an IP literal is vetted here
+                async with self._client().post(
+                    aimed, data=payload, headers=headers, allow_redirects=False
                 ) as response:
-                    status = response.status_code
+                    status = response.status
                     await self._drop_body(response)
         except BlockedAddress:
             return result("refused", "address not allowed")
-        except _TIMEOUTS:
+        except TimeoutError:  # the budget's, and aiohttp's own timeouts
             failure = f"timed out after {self._timeout:g} s"
-        except (SourceUnreachable, httpx.HTTPError, httpcore.NetworkError) as exc:
+        except (SourceUnreachable, aiohttp.ClientError) as exc:
             failure = _network_phrase(exc)
-        except httpcore.ProtocolError:
-            failure = "no valid HTTP response"
         if status is None:
             return result("retry", failure)
         # The status line is the receiver's answer: a body cut short afterwards changes nothing.
@@ -141,7 +135,9 @@ class WebhookSender:
         return result(outcome, error, status)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def _signed_headers(self, webhook_id: str, payload: bytes) -> dict[str, str]:
         seconds = int(self._clock())
@@ -153,14 +149,15 @@ class WebhookSender:
             "webhook-signature": signature,
         }
 
-    async def _drop_body(self, response: httpx.Response) -> None:
+    async def _drop_body(self, response: aiohttp.ClientResponse) -> None:
         """Read up to the cap (a small answer read whole keeps the connection reusable),
-        then stop: a huge or endless answer is never buffered."""
+        then stop: a huge or endless answer is never buffered, and leaving it unread closes
+        its connection."""
         read = 0
-        async for chunk in response.aiter_raw():
+        async for chunk in response.content.iter_any():
             read += len(chunk)
             if read > self._max_response_bytes:
-                return  # leaving the stream closes the connection, unread
+                return
 
 
 def _telling_unresolved(resolve: Resolver) -> Resolver:
@@ -188,17 +185,14 @@ def _network_phrase(exc: BaseException) -> str:
         return "TLS certificate not accepted"
     if any(isinstance(cause, ssl.SSLError) for cause in causes):
         return "TLS handshake failed"
-    if any(isinstance(cause, ConnectionRefusedError) for cause in causes) or (
-        # fetch.py's connect raises SourceUnreachable with the OSError's text, not its cause.
-        isinstance(exc, SourceUnreachable) and _REFUSED in str(exc)
-    ):
+    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
         return "connection refused"
-    if isinstance(exc, SourceUnreachable | httpcore.ConnectError | httpx.ConnectError):
+    if isinstance(exc, SourceUnreachable | aiohttp.ClientConnectorError):
         return "could not connect"
-    if isinstance(exc, httpcore.ReadError | httpcore.WriteError | httpx.ReadError):
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError):
+        return "no valid HTTP response"  # closed before, or instead of, a status line
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
         return "connection lost"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "no valid HTTP response"
     return "request failed"
 
 
