@@ -73,7 +73,7 @@ def configure_logging(
     # an expected image error); Dramatiq would add a traceback for each 404 or bad file.
     logging.getLogger("dramatiq.worker.WorkerThread").setLevel(logging.CRITICAL)
     # At INFO, libvips narrates every image (loader, shrink factors, threadpool)
-    # and httpx every webhook request; our own events already say what happened. Their
+    # and httpx every request of the CLI and the demo; our own events say what happened. Their
     # chatter stays available at DEBUG.
     for chatty in _CHATTY_LIBRARIES:
         logging.getLogger(chatty).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

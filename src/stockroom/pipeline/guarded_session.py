@@ -31,7 +31,7 @@ from yarl import URL
 from stockroom.domain.errors import BlockedAddress
 from stockroom.pipeline.address_policy import AddressPolicy, IPAddress, parse_fetchable_url
 
-__all__ = ["guarded_session", "request_url", "verified_context"]
+__all__ = ["guarded_session", "request_url"]
 
 _MAX_CONNECTIONS = 10
 
@@ -63,7 +63,7 @@ class _VettingResolver(AbstractResolver):
 
 
 @functools.cache
-def verified_context() -> ssl.SSLContext:
+def _verified_context() -> ssl.SSLContext:
     """certifi's CA bundle. Loading it takes milliseconds: once per process, not per request."""
     return httpx.create_ssl_context()
 
@@ -81,7 +81,7 @@ def guarded_session(
         resolver=_VettingResolver(policy),
         use_dns_cache=False,  # each connect resolves and vets afresh (rebinding)
         limit=_MAX_CONNECTIONS,
-        ssl=verify or verified_context(),
+        ssl=verify or _verified_context(),
     )
     return aiohttp.ClientSession(
         connector=connector,
