@@ -184,6 +184,16 @@ async def test_invalid_form_fields_are_422_naming_them(
     assert [error["field"] for error in response.json()["errors"]] == [field]
 
 
+async def test_empty_form_fields_are_absent_ones(client: httpx.AsyncClient, alice: Account) -> None:
+    """A form sends its empty fields: an empty `callback_url` is no callback (none may be
+    given here, with no webhook secret set), an empty `operations` the default pipeline."""
+    accepted = await upload(client, alice, form={"operations": "", "callback_url": ""})
+
+    assert accepted.status_code == 202, accepted.text
+    job = await settled_job(client, accepted.json()["id"], alice.headers)
+    assert (job["status"], job["operations"]) == ("succeeded", [])
+
+
 @pytest.mark.parametrize(
     "files",
     [

@@ -14,6 +14,12 @@ from stockroom.domain.errors import FieldError, InvalidInput, TooLarge, Unsuppor
 from stockroom.domain.webhooks import callback_url_problem
 
 MULTIPART_SLACK = 64 * 1024  # the form's boundaries, headers and small fields
+# The forms' `callback_url` in the OpenAPI schema: a URL, or empty for none, since a form
+# sends its empty fields and `text_field` reads one as absent.
+CALLBACK_URL_FIELD = {
+    "anyOf": [{"type": "string", "format": "uri"}, {"type": "string", "maxLength": 0}],
+    "description": "Called with the final status (webhook); empty or absent: none.",
+}
 FORM_FIELD_BYTES = 16 * 1024  # each text field (`operations`, `callback_url`)
 READ_CHUNK = 1024 * 1024
 

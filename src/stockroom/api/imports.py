@@ -20,7 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from stockroom.api.deps import CurrentUser, ReadUowDep, RequestId, ServicesDep, UowDep
-from stockroom.api.forms import READ_CHUNK, callback_field_problem, file_form, text_field, too_large
+from stockroom.api.forms import (
+    CALLBACK_URL_FIELD,
+    READ_CHUNK,
+    callback_field_problem,
+    file_form,
+    text_field,
+    too_large,
+)
 from stockroom.api.idempotency import IdempotencyDep, answer
 from stockroom.api.webhooks import check_callback
 from stockroom.domain import imports
@@ -50,7 +57,7 @@ _IMPORT_FORM = {
                             "description": "CSV, UTF-8: Serial Number, Product Name, "
                             "Input Image URLs; optional Price, Description",
                         },
-                        "callback_url": {"type": "string", "format": "uri"},
+                        "callback_url": CALLBACK_URL_FIELD,
                     },
                 }
             }

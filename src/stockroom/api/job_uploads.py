@@ -23,7 +23,14 @@ from starlette.datastructures import UploadFile
 
 from stockroom.api.deps import CurrentUser, RequestId, ServicesDep, UowDep
 from stockroom.api.fields import CallbackUrl
-from stockroom.api.forms import READ_CHUNK, callback_field_problem, file_form, text_field, too_large
+from stockroom.api.forms import (
+    CALLBACK_URL_FIELD,
+    READ_CHUNK,
+    callback_field_problem,
+    file_form,
+    text_field,
+    too_large,
+)
 from stockroom.api.idempotency import IdempotencyDep, answer
 from stockroom.api.jobs import JSON, JobAccepted, JobId, OperationsField, accepted, parse_operations
 from stockroom.api.webhooks import check_callback
@@ -49,7 +56,7 @@ _UPLOAD_FORM = {
                             "type": "string",
                             "description": 'Text form, e.g. "rotate,90;resize,800x600"',
                         },
-                        "callback_url": {"type": "string", "format": "uri"},
+                        "callback_url": CALLBACK_URL_FIELD,
                     },
                 }
             }
